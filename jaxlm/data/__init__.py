@@ -1,0 +1,1 @@
+"""Data: sources, tokenizers, cleaning and the tfds -> grain input pipeline."""
