@@ -1,0 +1,202 @@
+"""The one base config: every field is defined and commented here, once.
+
+Recipes in `configs/` start from `base_config()` and change what they need.
+`validate` checks a config against the devices before anything is built, so a
+bad value fails in a second with a message naming the field and the fix.
+"""
+
+from __future__ import annotations
+
+import math
+
+import ml_collections
+
+# Mesh axes, outermost first. Rules below map the model's logical axis names to these.
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# Logical axis name -> mesh axes. Parameters: shard the embedding dim over fsdp, the
+# vocab/mlp/heads dims over tensor. Activations: batch over data+fsdp, heads/mlp over tensor.
+DEFAULT_RULES = (
+    ("batch", ("data", "fsdp")),
+    ("vocab", "tensor"),
+    ("embed", "fsdp"),
+    ("mlp", "tensor"),
+    ("heads", "tensor"),
+    ("kv_heads", "tensor"),
+    ("head_dim", None),
+    ("layers", None),
+    ("act_batch", ("data", "fsdp")),
+    ("act_seq", None),
+    ("act_embed", None),
+    ("act_heads", "tensor"),
+    ("act_kv_heads", "tensor"),
+    ("act_mlp", "tensor"),
+    ("act_vocab", "tensor"),
+)
+
+
+class ConfigError(ValueError):
+  """A config value that cannot work; the message names the field and the fix."""
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0  # Seeds init, data order and dropout; a resumed run replays the same randomness.
+  c.num_train_steps = 1000
+  c.log_every_steps = 50  # Progress line + train metrics in metrics.jsonl.
+  c.eval_every_steps = 250  # Also evaluated at the last step.
+  c.eval_steps = -1  # Eval batches per evaluation; -1 = the whole eval split.
+  c.checkpoint_every_steps = 500  # Also saved at the last step.
+  c.keep_checkpoints = 3  # Latest N kept (at least 2 so a corrupt latest can fall back).
+  c.peak_flops_per_device = 113e9  # For MFU. 113 GFLOP/s = fp32 matmul peak on a 2-core AVX2 CPU.
+  c.nan_policy = "stop"  # What a non-finite loss does: stop (nothing saved after it).
+  c.init_from = ""  # Workdir/checkpoint of a pretrained run to start from (fine-tuning).
+  c.mode = "train"  # train | eval (the --mode flag overrides).
+
+  c.data = d = ml_collections.ConfigDict()
+  d.name = "jaxlm_stdlib_docs"  # tfds dataset name; the default is the embedded corpus.
+  d.path = ""  # Local text file(s)/glob(s), comma-separated; overrides data.name.
+  d.data_dir = ""  # tfds data dir; '' = tfds default (~/tensorflow_datasets or $TFDS_DATA_DIR).
+  d.train_split = "train"
+  d.eval_split = "validation"
+  d.text_key = "text"  # Feature (tfds) holding the text.
+  d.doc_unit = "file"  # Local text: a document is a 'file', a 'paragraph' (blank-line) or 'line'.
+  d.val_fraction = 0.05  # Local text: share held out for validation.
+  d.val_split = "hash"  # Local text: 'hash' (by document hash) or 'tail' (last val_fraction).
+  d.tokenizer = "byte"  # byte | char (| word | spm).
+  d.tokenizer_path = ""  # Load a saved tokenizer instead of building one.
+  d.vocab_size = 8000  # spm only.
+  d.spm_model_type = "unigram"  # spm only: unigram | bpe.
+  d.word_min_count = 1  # word only.
+  d.word_max_size = 0  # word only; 0 = unlimited.
+  d.batch_size = 32  # Global batch, in sequences.
+  d.seq_len = 128  # Tokens per training sequence.
+  d.document_attention = False  # Keep attention (and positions) within each document.
+  d.shuffle = True  # Shuffle documents (by seed, reshuffled each epoch).
+  d.prefetch = 2  # Batches prepared ahead on a background thread.
+
+  c.model = m = ml_collections.ConfigDict()
+  m.family = "gpt"
+  m.num_layers = 4
+  m.num_heads = 4
+  m.num_kv_heads = 0  # 0 = num_heads (MHA); 1 = MQA; in between = GQA.
+  m.emb_dim = 128
+  m.mlp_dim = 512
+  m.head_dim = 0  # 0 = emb_dim // num_heads.
+  m.max_len = 0  # Position-table size; 0 = data.seq_len.
+  m.position = "learned"  # none | learned | sinusoidal | rope | alibi.
+  m.rope_base = 10000.0
+  m.attention = "dot"  # Score: dot (scaled dot product) | bilinear (h_t^T W_a h_s).
+  m.causal = True
+  m.sliding_window = 0  # Attend to at most this many previous tokens; 0 = unlimited.
+  m.norm = "layernorm"  # layernorm | rmsnorm.
+  m.norm_position = "pre"  # pre | post.
+  m.mlp = "gelu"  # gelu | swiglu.
+  m.use_bias = True
+  m.dropout = 0.0  # Residual/embedding dropout.
+  m.attention_dropout = 0.0
+  m.tie_embeddings = True
+  m.dtype = "float32"  # Compute dtype (bfloat16 for mixed precision).
+  m.param_dtype = "float32"  # Master weights.
+  m.scan_layers = False  # nn.scan over layers: compile time independent of depth.
+  m.remat = "none"  # none | full | dots_saveable.
+  m.attention_impl = ""  # jax.nn.dot_product_attention implementation; '' = default.
+
+  c.optimizer = o = ml_collections.ConfigDict()
+  o.learning_rate = 1e-3  # Peak.
+  o.warmup_steps = 100
+  o.schedule = "cosine"  # cosine | linear | constant (after warmup).
+  o.end_lr_factor = 0.1  # Final LR = end_lr_factor * learning_rate.
+  o.weight_decay = 0.1  # Not applied to norms, biases and embeddings.
+  o.b1 = 0.9
+  o.b2 = 0.95
+  o.eps = 1e-8
+  o.grad_clip = 1.0  # Global-norm clip; 0 = off.
+  o.grad_accum_steps = 1  # Microbatches per step, inside the jitted step.
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = all remaining devices.
+  c.mesh.rules = DEFAULT_RULES
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.prompt = "The "  # Printed at the end of training.
+  c.sample.num_tokens = 128
+  c.sample.temperature = 0.8
+  c.sample.top_k = 20
+  return c
+
+
+def _fail(field: str, problem: str, fix: str) -> None:
+  raise ConfigError(f"config.{field}: {problem} Fix: {fix}")
+
+
+def mesh_shape(shape, num_devices: int) -> tuple[int, ...]:
+  """Resolves a -1 in the mesh shape; checks the product equals the device count."""
+  shape = tuple(int(s) for s in shape)
+  if len(shape) != len(MESH_AXES):
+    _fail("mesh.shape", f"{shape} has {len(shape)} entries.",
+          f"give {len(MESH_AXES)}, one per axis {MESH_AXES}.")
+  if shape.count(-1) > 1 or any(s == 0 or s < -1 for s in shape):
+    _fail("mesh.shape", f"{shape} is not valid.", "use positive sizes and at most one -1.")
+  known = math.prod(s for s in shape if s != -1)
+  if -1 in shape:
+    if num_devices % known:
+      _fail("mesh.shape", f"{shape}: {num_devices} devices are not divisible by {known}.",
+            f"choose sizes whose product divides {num_devices}.")
+    shape = tuple(num_devices // known if s == -1 else s for s in shape)
+  if math.prod(shape) != num_devices:
+    _fail("mesh.shape", f"{shape} multiplies to {math.prod(shape)} but there are "
+          f"{num_devices} devices.", f"make the product {num_devices} (or use -1 for one axis).")
+  return shape
+
+
+def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
+  """Checks what can be checked before data or model are built."""
+  for f in ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+    if int(c[f]) <= 0:
+      _fail(f, f"is {c[f]}.", "use a positive integer.")
+  if c.keep_checkpoints < 1:
+    _fail("keep_checkpoints", f"is {c.keep_checkpoints}.", "keep at least 1 (2+ recommended).")
+  d, m, o = c.data, c.model, c.optimizer
+  if d.seq_len <= 0:
+    _fail("data.seq_len", f"is {d.seq_len}.", "use a positive length.")
+  if m.max_len and d.seq_len > m.max_len and m.position in ("learned", "sinusoidal"):
+    _fail("data.seq_len", f"{d.seq_len} is longer than the position table "
+          f"(model.max_len={m.max_len}).", f"set model.max_len >= {d.seq_len} or shorten seq_len.")
+  shape = mesh_shape(c.mesh.shape, num_devices)
+  batch_axes = shape[0] * shape[1]
+  if d.batch_size <= 0 or d.batch_size % batch_axes:
+    _fail("data.batch_size", f"{d.batch_size} is not divisible by the data-parallel axes "
+          f"(data*fsdp = {batch_axes}).", f"use a multiple of {batch_axes}.")
+  if d.batch_size % num_processes:
+    _fail("data.batch_size", f"{d.batch_size} is not divisible by {num_processes} processes.",
+          f"use a multiple of {num_processes}.")
+  accum = o.grad_accum_steps
+  if accum < 1 or d.batch_size % accum or (d.batch_size // accum) % batch_axes:
+    _fail("optimizer.grad_accum_steps", f"{accum} does not split batch {d.batch_size} into "
+          f"microbatches divisible by {batch_axes}.", "choose a divisor of batch_size/(data*fsdp).")
+  if m.emb_dim % m.num_heads and not m.head_dim:
+    _fail("model.emb_dim", f"{m.emb_dim} is not divisible by num_heads={m.num_heads}.",
+          "change one of them or set model.head_dim.")
+  kv = m.num_kv_heads or m.num_heads
+  if m.num_heads % kv:
+    _fail("model.num_kv_heads", f"{kv} does not divide num_heads={m.num_heads}.",
+          "use a divisor of num_heads (1 = multi-query).")
+  choices = {
+      "model.position": (m.position, ("none", "learned", "sinusoidal", "rope", "alibi")),
+      "model.attention": (m.attention, ("dot", "bilinear")),
+      "model.norm": (m.norm, ("layernorm", "rmsnorm")),
+      "model.norm_position": (m.norm_position, ("pre", "post")),
+      "model.mlp": (m.mlp, ("gelu", "swiglu")),
+      "model.remat": (m.remat, ("none", "full", "dots_saveable")),
+      "model.dtype": (m.dtype, ("float32", "bfloat16", "float16")),
+      "model.param_dtype": (m.param_dtype, ("float32", "bfloat16")),
+      "optimizer.schedule": (o.schedule, ("cosine", "linear", "constant")),
+  }
+  for field, (value, allowed) in choices.items():
+    if value not in allowed:
+      _fail(field, f"{value!r} is not one of {allowed}.", f"pick one of {allowed}.")
+  if o.learning_rate <= 0 or not math.isfinite(o.learning_rate):
+    _fail("optimizer.learning_rate", f"is {o.learning_rate}.", "use a positive number.")
+  if o.warmup_steps < 0:
+    _fail("optimizer.warmup_steps", f"is {o.warmup_steps}.", "use 0 or more.")

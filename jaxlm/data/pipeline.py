@@ -1,0 +1,231 @@
+"""The input pipeline: tfds data source -> grain -> packed, batched token windows.
+
+Training: documents are sharded by process, shuffled by seed (reshuffled each
+epoch), tokenized with an end-of-document token, and packed into windows of
+`seq_len + 1` tokens (`inputs = w[:-1]`, `targets = w[1:]`) with per-token
+segment ids and in-segment positions, so attention may be kept inside a
+document. The iterator's state is small (grain's index plus where the packer
+stands in the current document) and is saved in every checkpoint, so a resumed
+run sees exactly the batches that would have come next.
+
+Evaluation: the whole split, in order, packed the same way; the last window and
+the last batch are padded and carry zero weight, so nothing is dropped or
+counted twice.
+"""
+
+from __future__ import annotations
+
+import collections
+import copy
+import queue
+import threading
+from collections.abc import Iterator
+
+import grain
+import numpy as np
+
+from jaxlm.data import sources
+from jaxlm.data.tokenizers import Tokenizer
+
+
+class _Tokenize(grain.transforms.Map):
+  """Example -> int32 ids of its text followed by EOS."""
+
+  def __init__(self, tokenizer: Tokenizer, text_key: str):
+    self._tok, self._key = tokenizer, text_key
+
+  def map(self, example) -> np.ndarray:
+    ids = self._tok.encode(sources.decode_text(example[self._key]))
+    return np.append(ids, np.int32(self._tok.eos_id)).astype(np.int32)
+
+
+class _PackIterator(grain.DatasetIterator):
+  """Concatenates documents and cuts windows of `length` tokens.
+
+  State: the parent's state from just before the oldest document still in the
+  buffer, and how many of that document's tokens were already emitted. Restoring
+  re-reads those documents (tokenization is deterministic), so the state stays
+  tiny however long the documents are.
+  """
+
+  def __init__(self, parent: grain.DatasetIterator, length: int, pad_last: bool):
+    super().__init__(parent)
+    self._length, self._pad_last = length, pad_last
+    self._docs: collections.deque = collections.deque()  # (state_before, ids)
+    self._offset = 0  # Tokens of docs[0] already emitted.
+    self._exhausted = False
+
+  def _fill(self) -> None:
+    have = sum(len(ids) for _, ids in self._docs) - self._offset
+    while have < self._length and not self._exhausted:
+      state = self._parent.get_state()
+      try:
+        ids = next(self._parent)
+      except StopIteration:
+        self._exhausted = True
+        break
+      if len(ids):
+        self._docs.append((state, ids))
+        have += len(ids)
+
+  def __next__(self) -> dict[str, np.ndarray]:
+    self._fill()
+    if not self._docs:
+      raise StopIteration
+    tokens, segs, pos = [], [], []
+    need, seg, used = self._length, 0, 0
+    for _, ids in self._docs:
+      start = self._offset if seg == 0 else 0
+      take = ids[start:start + need]
+      seg += 1
+      tokens.append(take)
+      segs.append(np.full(len(take), seg, np.int32))
+      pos.append(np.arange(len(take), dtype=np.int32))
+      need -= len(take)
+      used += 1
+      if need == 0:
+        break
+    if need and not (self._exhausted and self._pad_last):
+      raise StopIteration  # Exhausted without padding: drop the partial window.
+    # Advance: drop fully emitted documents, remember the offset in the next one.
+    emitted = self._length - need
+    while emitted and self._docs:
+      rest = len(self._docs[0][1]) - self._offset
+      if emitted >= rest:
+        emitted -= rest
+        self._docs.popleft()
+        self._offset = 0
+      else:
+        self._offset += emitted
+        emitted = 0
+    out = {
+        "tokens": np.concatenate(tokens),
+        "segment_ids": np.concatenate(segs),
+        "positions": np.concatenate(pos),
+    }
+    if need:
+      out = {k: np.pad(v, (0, need)) for k, v in out.items()}
+    return out
+
+  def get_state(self) -> dict:
+    parent = self._docs[0][0] if self._docs else self._parent.get_state()
+    return {"parent": copy.deepcopy(parent), "offset": int(self._offset)}
+
+  def set_state(self, state: dict) -> None:
+    self._parent.set_state(state["parent"])
+    self._docs.clear()
+    self._offset = 0
+    self._exhausted = False
+    self._fill()
+    self._offset = int(state["offset"])
+
+
+class PackIterDataset(grain.IterDataset):
+  """Packs a stream of 1-D id arrays into fixed windows (see `_PackIterator`)."""
+
+  def __init__(self, parent: grain.IterDataset, length: int, pad_last: bool = False):
+    super().__init__(parent)
+    self._length, self._pad_last = length, pad_last
+
+  def __iter__(self) -> _PackIterator:
+    return _PackIterator(self._parent.__iter__(), self._length, self._pad_last)
+
+
+def documents(d, split: str, process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
+  """This process's share of a split's examples, as a grain MapDataset."""
+  src = sources.data_source(d, split)
+  if len(src) == 0:
+    raise sources.DataError(f"Split {split!r} of the dataset is empty. Fix: use another split "
+                            "or more data.")
+  ds = grain.MapDataset.source(src)
+  return ds[process_index::process_count]
+
+
+def train_dataset(d, tokenizer: Tokenizer, seed: int, process_index: int = 0,
+                  process_count: int = 1) -> grain.IterDataset:
+  """Infinite stream of batches {tokens, segment_ids, positions}: [B_local, seq_len+1]."""
+  ds = documents(d, d.train_split, process_index, process_count)
+  if d.shuffle:
+    ds = ds.shuffle(seed=seed)
+  ds = ds.repeat(None).map(_Tokenize(tokenizer, d.text_key))
+  packed = PackIterDataset(ds.to_iter_dataset(), d.seq_len + 1)
+  return packed.batch(d.batch_size // process_count, drop_remainder=True)
+
+
+def eval_batches(d, tokenizer: Tokenizer, split: str | None = None, process_index: int = 0,
+                 process_count: int = 1, max_batches: int = -1) -> list[dict[str, np.ndarray]]:
+  """The whole split in order as padded batches of this process's share.
+
+  Every process returns the same number of batches (short ones are padded
+  with all-pad batches by the caller's agreement on `num_batches`), and padding
+  tokens have target id 0 (pad), which the loss ignores.
+  """
+  split = split or d.eval_split
+  ds = documents(d, split, process_index, process_count).map(_Tokenize(tokenizer, d.text_key))
+  packed = PackIterDataset(ds.to_iter_dataset(), d.seq_len + 1, pad_last=True)
+  local_bs = d.batch_size // process_count
+  batches, rows = [], []
+  for window in packed:
+    rows.append(window)
+    if len(rows) == local_bs:
+      batches.append(_stack(rows))
+      rows = []
+      if 0 < max_batches <= len(batches):
+        return batches
+  if rows:
+    rows += [{k: np.zeros_like(v) for k, v in rows[0].items()}] * (local_bs - len(rows))
+    batches.append(_stack(rows))
+  return batches
+
+
+def empty_batch(d, process_count: int = 1) -> dict[str, np.ndarray]:
+  """An all-padding batch (zero weight), for processes with fewer eval batches."""
+  shape = (d.batch_size // process_count, d.seq_len + 1)
+  return {k: np.zeros(shape, np.int32) for k in ("tokens", "segment_ids", "positions")}
+
+
+def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  return {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+
+
+class Prefetcher:
+  """Runs the host pipeline on a thread, `depth` batches ahead of the step.
+
+  Each item carries the iterator state *after* that batch, so the state saved
+  with a checkpoint is exactly that of the last batch the model consumed, not
+  of the ones prefetched beyond it.
+  """
+
+  def __init__(self, iterator: grain.DatasetIterator, to_device, depth: int = 2):
+    self._it, self._to_device = iterator, to_device
+    self._q: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    self._stop = threading.Event()
+    self._thread = threading.Thread(target=self._run, daemon=True)
+    self._thread.start()
+
+  def _run(self) -> None:
+    try:
+      while not self._stop.is_set():
+        batch = next(self._it)
+        item = (self._to_device(batch), self._it.get_state())
+        while not self._stop.is_set():
+          try:
+            self._q.put(item, timeout=0.1)
+            break
+          except queue.Full:
+            continue
+    except BaseException as e:  # Surface pipeline errors in the training thread.
+      self._q.put(e)
+
+  def __iter__(self) -> Iterator:
+    return self
+
+  def __next__(self):
+    item = self._q.get()
+    if isinstance(item, BaseException):
+      raise item
+    return item
+
+  def close(self) -> None:
+    self._stop.set()
+    self._thread.join(timeout=5)

@@ -1,0 +1,47 @@
+"""Command line: `python -m jaxlm.main --config=configs/default.py --workdir=DIR`.
+
+Parses flags, starts `jax.distributed` when asked, logs the devices, and hands
+the config and workdir to the trainer. All logic lives in importable modules.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import jax
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxlm import config as config_lib
+from jaxlm import train
+from jaxlm.checkpoint import CheckpointError
+from jaxlm.data.sources import DataError
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the tokenizer.")
+flags.DEFINE_enum("mode", "train", ["train"], "What to do with the workdir.")
+flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
+flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+USER_ERRORS = (config_lib.ConfigError, DataError, CheckpointError, train.TrainingError)
+
+
+def main(argv) -> None:
+  del argv
+  if FLAGS.coordinator_address or FLAGS.num_processes:
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  logging.info("JAX %s, process %d/%d, %d devices", jax.__version__, jax.process_index(),
+               jax.process_count(), jax.device_count())
+  try:
+    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+  except USER_ERRORS as e:
+    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,75 @@
+"""Device mesh and the map from the model's logical axis names to mesh axes.
+
+Model code names axes ('embed', 'mlp', 'act_batch', ...); `config.mesh.rules`
+maps them to the mesh axes ('data', 'fsdp', 'tensor'). Changing the table
+changes the parallelism, not the code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from jaxlm.config import MESH_AXES, ConfigError, mesh_shape
+
+
+def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A ('data', 'fsdp', 'tensor') mesh over all (or the given) devices."""
+  devices = list(devices if devices is not None else jax.devices())
+  resolved = mesh_shape(shape, len(devices))
+  try:
+    arr = jax.experimental.mesh_utils.create_device_mesh(resolved, devices)
+  except Exception:  # Odd shapes on CPU: a plain reshape is as good.
+    arr = np.asarray(devices).reshape(resolved)
+  return Mesh(arr, MESH_AXES)
+
+
+def rules_tuple(rules) -> tuple:
+  """Config rules (tuples or lists) to flax's hashable ((name, axes), ...) form."""
+  out = []
+  for name, axes in rules:
+    if isinstance(axes, list):
+      axes = tuple(axes)
+    out.append((name, axes))
+  return tuple(out)
+
+
+def check_rules(rules, mesh: Mesh) -> None:
+  """Each mesh axis named in a rule must exist."""
+  for name, axes in rules:
+    for a in (axes if isinstance(axes, tuple) else (axes,)):
+      if a is not None and a not in mesh.axis_names:
+        raise ConfigError(f"config.mesh.rules: {name!r} maps to unknown mesh axis {a!r}. "
+                          f"Fix: use axes from {mesh.axis_names} or None.")
+
+
+def logical_to_shardings(logical_specs, mesh: Mesh, rules) -> object:
+  """Tree of logical PartitionSpecs -> tree of NamedShardings on `mesh`.
+
+  A spec that would use one mesh axis twice is an error naming the axis.
+  """
+  shardings = nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+
+  def check(s):
+    used = [a for part in s.spec if part is not None
+            for a in (part if isinstance(part, tuple) else (part,))]
+    if len(used) != len(set(used)):
+      raise ConfigError(f"config.mesh.rules map two dims of one array to the same mesh axis "
+                        f"({s.spec}). Fix: change the rules so each mesh axis is used once.")
+    return s
+
+  return jax.tree.map(check, shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+
+
+def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
+  """Sharding of a [batch, length] input: batch over the data-parallel axes."""
+  spec = nn.logical_to_mesh_axes(("batch", None), rules)
+  return NamedSharding(mesh, spec)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
