@@ -84,6 +84,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.mlp_dim = 512
   m.head_dim = 0  # 0 = emb_dim // num_heads.
   m.max_len = 0  # Position-table size; 0 = data.seq_len.
+  m.vocab_multiple = 128  # Pad the embedding table to a multiple of this (sharding, speed).
   m.position = "learned"  # none | learned | sinusoidal | rope | alibi.
   m.rope_base = 10000.0
   m.attention = "dot"  # Score: dot (scaled dot product) | bilinear (h_t^T W_a h_s).

@@ -6,6 +6,7 @@ the config and workdir to the trainer. All logic lives in importable modules.
 
 from __future__ import annotations
 
+import logging as std_logging
 import sys
 
 import jax
@@ -29,8 +30,20 @@ flags.mark_flags_as_required(["config", "workdir"])
 USER_ERRORS = (config_lib.ConfigError, DataError, CheckpointError, train.TrainingError)
 
 
+_NOISY = ("/orbax/", "/tensorflow_datasets/", "/grain/", "/etils/")
+
+
+class _QuietLibraries(std_logging.Filter):
+  """Keeps library INFO chatter (orbax prints ~30 lines per save) out of the run log."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return record.levelno >= std_logging.WARNING or not any(
+        p in record.pathname for p in _NOISY)
+
+
 def main(argv) -> None:
   del argv
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if FLAGS.coordinator_address or FLAGS.num_processes:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   logging.info("JAX %s, process %d/%d, %d devices", jax.__version__, jax.process_index(),

@@ -29,7 +29,7 @@ class TransformerLM(nn.Module):
     dt, pdt = c.compute_dtype, c.weight_dtype
     if positions_BL is None:
       positions_BL = jnp.broadcast_to(jnp.arange(ids_BL.shape[1]), ids_BL.shape)
-    embed = Embed(c.vocab_size, c.emb_dim, dt, pdt, name="embed")
+    embed = Embed(c.padded_vocab, c.emb_dim, dt, pdt, name="embed")
     x_BLD = embed(ids_BL)
     if c.position == "learned":
       x_BLD = x_BLD + LearnedPositions(c.max_len, c.emb_dim, dt, pdt, name="pos")(positions_BL)
@@ -45,10 +45,13 @@ class TransformerLM(nn.Module):
     if c.tie_embeddings:
       logits_BLV = embed.attend(x_BLD)
     else:
-      logits_BLV = nn.Dense(c.vocab_size, dtype=dt, param_dtype=pdt, use_bias=False,
+      logits_BLV = nn.Dense(c.padded_vocab, dtype=dt, param_dtype=pdt, use_bias=False,
                             kernel_init=dense_init(("embed", "vocab")), name="lm_head")(x_BLD)
     logits_BLV = nn.with_logical_constraint(logits_BLV, ("act_batch", "act_seq", "act_vocab"))
-    return logits_BLV.astype(jnp.float32)
+    logits_BLV = logits_BLV.astype(jnp.float32)
+    if c.padded_vocab != c.vocab_size:  # Padding rows are never predicted.
+      logits_BLV = jnp.where(jnp.arange(c.padded_vocab) < c.vocab_size, logits_BLV, -1e9)
+    return logits_BLV
 
 
 GPT = TransformerLM

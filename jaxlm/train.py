@@ -24,7 +24,7 @@ from absl import logging
 
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import config as config_lib
-from jaxlm import generate, models, objectives, optim, sharding
+from jaxlm import faults, generate, models, objectives, optim, sharding
 from jaxlm.data import pipeline, sources
 from jaxlm.data import tokenizers as tok_lib
 from jaxlm.metric_writer import MetricWriter
@@ -93,7 +93,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, seed: int
   metrics = {
       "train_loss": sums["loss_sum"] / denom,
       "train_accuracy": sums["correct_sum"] / denom,
-      "grad_norm": optax.global_norm(grads),
+      "grad_norm": optax.tree.norm(grads),
       "lr": schedule(state.step),
       "tokens": sums["weight_sum"],
   }
@@ -128,12 +128,12 @@ def flops_per_token(non_embedding_params: int, vocab: int, cfg) -> float:
 class Run:
   """Everything a run needs, built once from config: mesh, tokenizer, model, shardings."""
 
-  def __init__(self, config, workdir: str | None):
+  def __init__(self, config, workdir: str | None, devices=None):
     self.config = config
     self.workdir = workdir
-    num_devices = jax.device_count()
-    config_lib.validate(config, num_devices, jax.process_count())
-    self.mesh = sharding.make_mesh(config.mesh.shape)
+    devices = list(devices) if devices is not None else jax.devices()
+    config_lib.validate(config, len(devices), jax.process_count())
+    self.mesh = sharding.make_mesh(config.mesh.shape, devices)
     self.rules = sharding.rules_tuple(config.mesh.rules)
     sharding.check_rules(self.rules, self.mesh)
     d = config.data
@@ -261,10 +261,10 @@ def _check_finite(step: int, metrics: dict) -> None:
           "gradient clipping, then rerun (it resumes from the last good checkpoint).")
 
 
-def train_and_evaluate(config, workdir: str) -> dict:
+def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
   os.makedirs(workdir, exist_ok=True)
-  run = Run(config, workdir)
+  run = Run(config, workdir, devices)
   is_main = jax.process_index() == 0
   logging.info("Devices: %d (%s) across %d process(es); mesh %s", jax.device_count(),
                jax.devices()[0].platform, jax.process_count(), dict(run.mesh.shape))
@@ -294,7 +294,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   eval_cache: dict = {}
   prefetch = pipeline.Prefetcher(train_iter, run.to_global, config.data.prefetch)
   tokens_per_step = config.data.batch_size * config.data.seq_len
-  peak = config.peak_flops_per_device * jax.device_count()
+  peak = config.peak_flops_per_device * run.mesh.size
   num_steps = config.num_train_steps
   last_eval: dict = {}
   interval_losses: list = []
@@ -302,6 +302,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   t_interval, steps_in_interval = time.time(), 0
   t_start = time.time()
   data_state = train_iter.get_state()
+  fault_plan = faults.planned()
   try:
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
       for step in range(start, num_steps):
@@ -345,6 +346,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
           t_interval = time.time()  # Eval time is not training throughput.
         if done % config.checkpoint_every_steps == 0 or is_last:
           checkpointer.save(done, state, data_state, run.meta())
+          if done in fault_plan.get("sigkill_after_checkpoint", ()):
+            checkpointer.wait()
+            faults.sigkill()
+        if done in fault_plan.get("sigkill_at_step", ()):
+          faults.sigkill()
+        if done in fault_plan.get("nan_params", ()):
+          state = state.replace(params=jax.tree.map(lambda x: x * jnp.nan, state.params))
       if pending is not None:
         _check_finite(pending[0], jax.device_get(pending[1]))
   finally:

@@ -2,7 +2,8 @@
 
 Training: documents are sharded by process, shuffled by seed (reshuffled each
 epoch), tokenized with an end-of-document token, and packed into windows of
-`seq_len + 1` tokens (`inputs = w[:-1]`, `targets = w[1:]`) with per-token
+`seq_len + 1` tokens (`inputs = w[:-1]`, `targets = w[1:]`; consecutive windows
+share one token, so no token is skipped as a target) with per-token
 segment ids and in-segment positions, so attention may be kept inside a
 document. The iterator's state is small (grain's index plus where the packer
 stands in the current document) and is saved in every checkpoint, so a resumed
@@ -70,10 +71,11 @@ class _PackIterator(grain.DatasetIterator):
 
   def __next__(self) -> dict[str, np.ndarray]:
     self._fill()
-    if not self._docs:
-      raise StopIteration
+    available = sum(len(ids) for _, ids in self._docs) - self._offset
+    if available <= 1 and self._exhausted:
+      raise StopIteration  # A lone token has nothing to predict.
     tokens, segs, pos = [], [], []
-    need, seg, used = self._length, 0, 0
+    need, seg = self._length, 0
     for _, ids in self._docs:
       start = self._offset if seg == 0 else 0
       take = ids[start:start + need]
@@ -82,13 +84,13 @@ class _PackIterator(grain.DatasetIterator):
       segs.append(np.full(len(take), seg, np.int32))
       pos.append(np.arange(len(take), dtype=np.int32))
       need -= len(take)
-      used += 1
       if need == 0:
         break
     if need and not (self._exhausted and self._pad_last):
       raise StopIteration  # Exhausted without padding: drop the partial window.
-    # Advance: drop fully emitted documents, remember the offset in the next one.
-    emitted = self._length - need
+    # Advance by length-1: a window's last token is the next window's first input, so
+    # every token but the stream's first is a target exactly once.
+    emitted = self._length - 1 if not need else self._length - need
     while emitted and self._docs:
       rest = len(self._docs[0][1]) - self._offset
       if emitted >= rest:

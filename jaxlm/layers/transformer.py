@@ -26,6 +26,7 @@ ACT = ("act_batch", "act_seq", "act_embed")
 @dataclasses.dataclass(frozen=True)
 class TransformerConfig:
   vocab_size: int
+  vocab_multiple: int = 128  # Embedding rows rounded up to this (shardable, MXU-friendly).
   num_layers: int = 4
   num_heads: int = 4
   emb_dim: int = 128
@@ -52,6 +53,11 @@ class TransformerConfig:
   attention_impl: str = ""
   decode: bool = False
   sow_weights: bool = False
+
+  @property
+  def padded_vocab(self) -> int:
+    m = max(self.vocab_multiple, 1)
+    return -(-self.vocab_size // m) * m
 
   @property
   def dims_per_head(self) -> int:

@@ -1,0 +1,83 @@
+"""Test setup: 8 fake CPU devices for sharding tests, small local corpora, CLI helpers."""
+
+import os
+
+# Must be set before jax is imported anywhere.
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import random  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHARED_DATA = os.environ.get("JAXLM_SHARED_DATA", os.path.join(os.path.dirname(REPO), "shared",
+                                                                "data"))
+
+WORDS = ("the model learns to predict the next token from the previous ones and a small "
+         "corpus of words repeats so that the loss can fall quickly while tests stay fast "
+         "attention layers mix information across positions in a causal way").split()
+
+
+def synthetic_text(num_paragraphs: int = 300, seed: int = 0) -> str:
+  rng = random.Random(seed)
+  paras = []
+  for _ in range(num_paragraphs):
+    n = rng.randint(8, 40)
+    paras.append(" ".join(rng.choice(WORDS) for _ in range(n)) + ".")
+  return "\n\n".join(paras) + "\n"
+
+
+@pytest.fixture(scope="session")
+def text_file(tmp_path_factory) -> str:
+  path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
+  path.write_text(synthetic_text())
+  return str(path)
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+  """One tfds data dir for the whole session (datasets are prepared once)."""
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def tiny_config(text_file: str, data_dir: str, **overrides):
+  """A config that trains in seconds on the synthetic corpus."""
+  from jaxlm.config import base_config
+
+  c = base_config()
+  c.data.path = text_file
+  c.data.data_dir = data_dir
+  c.data.doc_unit = "paragraph"
+  c.data.batch_size = 8
+  c.data.seq_len = 32
+  c.model.num_layers = 2
+  c.model.num_heads = 2
+  c.model.emb_dim = 32
+  c.model.mlp_dim = 64
+  c.num_train_steps = 10
+  c.log_every_steps = 1
+  c.eval_every_steps = 5
+  c.eval_steps = 2
+  c.checkpoint_every_steps = 5
+  c.sample.num_tokens = 0
+  c.optimizer.warmup_steps = 2
+  for k, v in overrides.items():
+    node = c
+    *parents, leaf = k.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = v
+  return c
+
+
+def run_cli(args: list[str], env: dict | None = None, devices: int = 1,
+            timeout: int = 300) -> subprocess.CompletedProcess:
+  """Runs `python -m jaxlm.main ARGS` in a fresh process with `devices` CPU devices."""
+  full_env = dict(os.environ)
+  full_env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
+  full_env.update(env or {})
+  return subprocess.run([sys.executable, "-m", "jaxlm.main", *args], cwd=REPO, env=full_env,
+                        capture_output=True, text=True, timeout=timeout)
