@@ -5,7 +5,7 @@ from __future__ import annotations
 import jax
 import optax
 
-NO_DECAY_NAMES = ("embedding", "pos_embedding")
+NO_DECAY_NAMES = ("embedding", "pos_embedding", "bias", "scale")
 
 
 def learning_rate_schedule(o, num_train_steps: int) -> optax.Schedule:
@@ -25,7 +25,7 @@ def learning_rate_schedule(o, num_train_steps: int) -> optax.Schedule:
 
 
 def decay_mask(params) -> object:
-  """True for weight matrices; False for norms, biases and embedding tables."""
+  """True for weight matrices; False for norms, biases (even 2-D per-head ones) and embeddings."""
 
   def keep(path, x) -> bool:
     keys = [p.key for p in path if isinstance(p, jax.tree_util.DictKey)]  # Skips box fields.
