@@ -107,7 +107,7 @@ def local_config(d, upstream: tfds.core.DatasetBuilder | None = None) -> LocalTe
   else:
     splits = {s: {"examples": upstream.info.splits[s].num_examples,
                   "bytes": upstream.info.splits[s].num_bytes} for s in _upstream_splits(d)}
-    kw["upstream"] = {"name": d.name, "data_dir": upstream.data_dir_root, "splits": splits,
+    kw["upstream"] = {"name": d.name, "data_dir": str(upstream.data_dir_root), "splits": splits,
                       "full_name": upstream.info.full_name,
                       "content": dict(upstream.info.metadata or {}).get("content_sha256", "")}
   if d.val_split not in ("hash", "tail"):
@@ -143,8 +143,10 @@ class JaxlmLocalText(tfds.core.GeneratorBasedBuilder):
       features["label"] = tfds.features.ClassLabel(names=list(cfg.read.label_names))
     if cfg.read.target_key or cfg.read.format == "parallel":
       features["target"] = tfds.features.Text()
+    # Files keep their order (tfds would shuffle by key): eval reads in order, `tail` is a tail.
     return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features),
-                                          metadata=tfds.core.MetadataDict())
+                                          metadata=tfds.core.MetadataDict(),
+                                          disable_shuffling=True)
 
   def _split_generators(self, dl_manager):
     del dl_manager
