@@ -120,6 +120,7 @@ def test_non_utf8_replaced_and_counted_or_rejected(tmp_path, data_dir):
     ("{not json\n", {"format": "jsonl"}, r"x.jsonl:1: not valid JSON"),
     ("x\n", {"format": "yaml"}, "data.format='yaml'"),
     ("x\n", {"format": "parallel"}, "target_path"),
+    ("x\n", {"label_key": "y", "num_classes": 2}, "files have none"),
 ])
 def test_bad_input_is_a_clear_error(tmp_path, data_dir, content, fields, match):
   ext = {"jsonl": "jsonl", "tsv": "tsv"}.get(fields.get("format"), "txt")

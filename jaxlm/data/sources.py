@@ -93,6 +93,10 @@ def local_config(d, upstream: tfds.core.DatasetBuilder | None = None) -> LocalTe
   get = lambda k: d.get(k, "") if hasattr(d, "get") else getattr(d, k, "")
   kw: dict = {}
   if upstream is None:
+    if opts.format in ("text", "parallel") and (opts.label_key or opts.target_key):
+      raise DataError(f"config.data.label_key/target_key name fields, but data.format="
+                      f"{opts.format!r} files have none. Fix: use format jsonl/tsv/csv (or "
+                      "parallel with data.target_path), or clear the keys.")
     kw["paths"] = tuple(expand_paths(d.path))
     if get("eval_path"):
       kw["eval_paths"] = tuple(expand_paths(get("eval_path"), "data.eval_path"))
