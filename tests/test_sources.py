@@ -237,3 +237,28 @@ def test_shared_datasets_when_present(data_dir, name):
     with open(path) as f, open(path[:-3] + ".de") as g:
       first = {"text": f.readline().rstrip("\n"), "target": g.readline().rstrip("\n")}
     assert len(got) == 1014 and got[0] == first
+
+
+def test_recipes_read_shared_data_when_present(data_dir):
+  import importlib.util
+
+  from conftest import REPO
+
+  from jaxlm.data import tokenizers as tok_lib
+
+  wt = os.path.join(SHARED_DATA, "wikitext-2")
+  if not os.path.exists(os.path.join(wt, "valid.txt")):
+    pytest.skip(f"{wt} not found (set JAXLM_SHARED_DATA)")
+  spec = importlib.util.spec_from_file_location("wt2", os.path.join(REPO, "configs",
+                                                                     "wikitext2_word.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config("smoke")
+  d = c.data
+  d.data_dir, d.path, d.eval_path = data_dir, f"{wt}/valid.txt", f"{wt}/test.txt"
+  tok = tok_lib.get_tokenizer(d.tokenizer, None, lambda: sources.iter_texts(d, "train"), d)
+  (train,), (test,) = sources.iter_texts(d, "train"), sources.iter_texts(d, "validation")
+  assert train.startswith(" \n = Homarus gammarus = ") and tok.kind == "word"
+  ids = tok.encode(test)
+  assert (ids == tok.eos_id).sum() == test.count("\n") and 0.02 < (ids == tok.unk_id).mean() < 0.2
+

@@ -68,6 +68,11 @@ class LocalTextConfig(tfds.core.BuilderConfig):
   clean: dict | None = None  # Cleaning config (None = off).
   upstream: dict | None = None  # {name, data_dir, splits}: re-write a tfds dataset.
 
+  def __repr__(self) -> str:  # tfds logs it on every load; keep it to one short line.
+    what = self.upstream["name"] if self.upstream else ", ".join(
+        os.path.basename(p) for p in [*self.paths, *self.eval_paths])
+    return f"LocalTextConfig({self.name}: {self.read.format} {what})"
+
 
 def _hash_files(h, paths: Sequence[str]) -> None:
   for p in paths:
