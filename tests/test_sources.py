@@ -51,7 +51,7 @@ def test_tsv_and_csv_with_header(tmp_path, data_dir):
   got = _examples(d, "train")
   assert got[3] == {"text": 'sentence "3" here', "label": 1} and len(got) == 30
   assert _examples(d, "validation") == got  # eval_path: its own split, not a fraction.
-  (tmp_path / "c.csv").write_text('text,label\n"one, two",1\n"say ""hi""",0\nplain,1\n')
+  (tmp_path / "c.csv").write_text('\ufefftext,label\n"one, two",1\n"say ""hi""",0\nplain,1\n')
   d = _cfg(data_dir, tmp_path / "c.csv", format="csv", label_key="label", num_classes=2,
            eval_path=str(tmp_path / "c.csv"))
   assert [e["text"] for e in _examples(d, "train")] == ["one, two", 'say "hi"', "plain"]
