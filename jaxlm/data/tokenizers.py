@@ -495,7 +495,11 @@ def _from_state(state: dict, directory: str) -> Tokenizer:
 
 
 def _load_spm(state: dict, directory: str) -> SentencePieceTokenizer:
-  path = os.path.join(directory, state.get("model_file", SPM_MODEL_FILE))
+  name = str(state.get("model_file", SPM_MODEL_FILE))
+  if os.path.basename(name) != name or name in ("", ".", ".."):  # A name from data: no escape.
+    raise ValueError(f"{directory}/{TOKENIZER_FILE}: model_file={name!r} must be a plain file "
+                     "name inside that directory.")
+  path = os.path.join(directory, name)
   try:
     with open(path, "rb") as f:
       proto = f.read()
