@@ -64,6 +64,7 @@ class NanGuard:
     self.policy, self.max_retries, self.rollback_fn = policy, max_retries, rollback_fn
     self.error_cls = error_cls
     self.skipped = self.rollbacks = self._in_a_row = 0
+    self._discard_upto = -1  # Steps dispatched before a rollback: their metrics are moot.
 
   def counters(self) -> dict:
     """For the metrics rows: how often the policy acted (nothing under 'stop')."""
@@ -73,6 +74,8 @@ class NanGuard:
 
   def check(self, step: int, metrics: dict, state):
     """Returns the state to continue from (the same unless rolled back)."""
+    if step <= self._discard_upto:
+      return state
     what = bad_metric(metrics)
     if what is None:
       self._in_a_row = 0
@@ -104,6 +107,7 @@ class NanGuard:
                     "(rollback %d); the batches of steps %d-%d are skipped.", what, step,
                     from_step, self.rollbacks, from_step + 1, step)
     self._in_a_row = 0
+    self._discard_upto = int(jax.device_get(state.step))
     return restored.replace(step=state.step)
 
 
