@@ -418,8 +418,9 @@ class SentencePieceTokenizer(Tokenizer):
       )
     except RuntimeError as e:
       raise ValueError(
-          f"SentencePiece training failed ({e}). If the vocabulary is too large for the"
-          " training text, lower data.vocab_size."
+          f"SentencePiece training failed ({e}). Fix: lower data.vocab_size if the text is"
+          " too small for that many pieces, or raise it if the text has more distinct"
+          " characters than it allows (as the message above says)."
       ) from e
     tok = cls(writer.getvalue())
     logging.info("Trained a %s SentencePiece model, %d pieces, in %.2fs.", model_type,
