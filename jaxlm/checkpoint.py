@@ -54,9 +54,13 @@ class Checkpointer:
       logging.warning("keep_checkpoints=%d: a corrupt latest checkpoint will have no earlier "
                       "one to fall back to. Keep 2 or more.", keep)
     half = sorted(glob.glob(os.path.join(glob.escape(self.directory), "*" + TMP_SUFFIX + "*")))
-    if half and jax.process_index() == 0:
+    if half and jax.process_index() == 0:  # Synchronously (orbax's own cleanup is async).
       logging.warning("Deleting %d half-written checkpoint(s) of a killed run: %s", len(half),
                       ", ".join(os.path.basename(h) for h in half))
+      for h in half:
+        shutil.rmtree(h, ignore_errors=True)
+    if half:
+      distributed.barrier("tmp_cleanup")
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save,
                                            cleanup_tmp_directories=True)

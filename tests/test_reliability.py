@@ -165,7 +165,7 @@ def test_restore_onto_a_different_mesh(tmp_path, text_file, data_dir):
   assert len(devs) == 8
   c8 = _config(text_file, data_dir, **{"mesh.shape": (1, 8, 1)})
   run8 = train.Run(c8, str(tmp_path), devs)
-  wiggle = lambda x: x + jnp.sin(jnp.arange(x.size, dtype=x.dtype).reshape(x.shape)) + 1
+  wiggle = lambda x: (x + jnp.sin(jnp.arange(x.size).reshape(x.shape)) * 9 + 1).astype(x.dtype)
   state = jax.jit(lambda s: s.replace(params=jax.tree.map(wiggle, s.params),  # Distinct values,
                                       opt_state=jax.tree.map(wiggle, s.opt_state)),  # all leaves.
                   out_shardings=run8.state_shardings)(run8.init_state())
