@@ -131,10 +131,11 @@ def test_disk_full_at_checkpoint_is_clear_and_keeps_the_previous(ref, tmp_path, 
   assert "previous checkpoint (step 4) is intact" in msg and "Fix:" in msg
   names = os.listdir(os.path.join(wd, "checkpoints"))
   assert "8" not in names and "4" in names and any(ckpt_lib.TMP_SUFFIX in n for n in names)
-  ckpt = ckpt_lib.Checkpointer(wd, 3)  # The next start deletes the half-written step ...
-  assert ckpt.restore_latest(run.abstract_state)[0] == 4  # ... and step 4 verifies.
+  # Step 4 still restores and verifies. (The next run deletes the half-written step 8, as
+  # test_faults_cli checks; here the failed writer lives on in this process, so not here.)
+  ckpt = ckpt_lib.Checkpointer(wd, 3)
+  assert ckpt.restore_latest(run.abstract_state)[0] == 4
   ckpt.close()
-  assert os.listdir(os.path.join(wd, "checkpoints")) == ["4"]
 
 
 @pytest.mark.parametrize("change,message", [
