@@ -51,7 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint_every_steps = 500  # Also saved at the last step.
   c.keep_checkpoints = 3  # Latest N kept (at least 2 so a corrupt latest can fall back).
   c.peak_flops_per_device = 113e9  # For MFU. 113 GFLOP/s = fp32 matmul peak on a 2-core AVX2 CPU.
-  c.nan_policy = "stop"  # What a non-finite loss does: stop (nothing saved after it).
+  c.nan_policy = "stop"  # Non-finite loss/grad: stop | skip (the update) | rollback (to the
+  # last checkpoint, skipping the data since). See jaxlm/resilience.py.
+  c.nan_max_retries = 5  # skip: consecutive skipped steps; rollback: rollbacks; then stop.
   c.init_from = ""  # Workdir/checkpoint of a pretrained run to start from (fine-tuning).
   c.mode = "train"  # train | eval (the --mode flag overrides).
 
@@ -72,6 +74,7 @@ def base_config() -> ml_collections.ConfigDict:
   d.word_min_count = 1  # word only.
   d.word_max_size = 0  # word only; 0 = unlimited.
   d.batch_size = 32  # Global batch, in sequences.
+  d.shards = 0  # Data streams making up the batch, spread over processes; 0 = one per process.
   d.seq_len = 128  # Tokens per training sequence.
   d.document_attention = False  # Keep attention (and positions) within each document.
   d.shuffle = True  # Shuffle documents (by seed, reshuffled each epoch).
@@ -197,6 +200,9 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int 
   if d.batch_size % num_processes:
     _fail("data.batch_size", f"{d.batch_size} is not divisible by {num_processes} processes.",
           f"use a multiple of {num_processes}.")
+  if d.shards and (d.shards % num_processes or d.batch_size % d.shards):
+    _fail("data.shards", f"{d.shards} must be a multiple of the {num_processes} process(es) and "
+          f"divide batch_size={d.batch_size}.", "change it, or use 0 (one per process).")
   accum = o.grad_accum_steps
   if accum < 1 or d.batch_size % accum or (d.batch_size // accum) % batch_axes:
     _fail("optimizer.grad_accum_steps", f"{accum} does not split batch {d.batch_size} into "
@@ -218,6 +224,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int 
       "model.dtype": (m.dtype, ("float32", "bfloat16", "float16")),
       "model.param_dtype": (m.param_dtype, ("float32", "bfloat16")),
       "optimizer.schedule": (o.schedule, ("cosine", "linear", "constant")),
+      "nan_policy": (c.nan_policy, ("stop", "skip", "rollback")),
   }
   for field, (value, allowed) in choices.items():
     if value not in allowed:

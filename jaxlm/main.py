@@ -14,7 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxlm import config as config_lib
-from jaxlm import train
+from jaxlm import distributed, train
 from jaxlm.checkpoint import CheckpointError
 from jaxlm.data.sources import DataError
 
@@ -22,12 +22,16 @@ FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the tokenizer.")
 flags.DEFINE_enum("mode", "train", ["train"], "What to do with the workdir.")
-flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
-flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
-flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
+flags.DEFINE_string("coordinator_address", None,
+                    "host:port of process 0 (multi-process; or $JAX_COORDINATOR_ADDRESS).")
+flags.DEFINE_integer("num_processes", None, "Number of processes (or $JAX_NUM_PROCESSES).")
+flags.DEFINE_integer("process_id", None, "This process's index (or $JAX_PROCESS_ID).")
+flags.DEFINE_integer("distributed_timeout", 300,
+                     "Seconds to wait for the coordinator and the other processes.")
 flags.mark_flags_as_required(["config", "workdir"])
 
-USER_ERRORS = (config_lib.ConfigError, DataError, CheckpointError, train.TrainingError)
+USER_ERRORS = (config_lib.ConfigError, DataError, CheckpointError, train.TrainingError,
+               distributed.DistributedError)
 
 
 _NOISY = ("/orbax/", "/tensorflow_datasets/", "/grain/", "/etils/")
@@ -44,8 +48,16 @@ class _QuietLibraries(std_logging.Filter):
 def main(argv) -> None:
   del argv
   logging.get_absl_handler().addFilter(_QuietLibraries())
-  if FLAGS.coordinator_address or FLAGS.num_processes:
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  try:
+    multi = distributed.settings(FLAGS.coordinator_address, FLAGS.num_processes,
+                                 FLAGS.process_id)
+    if multi:
+      distributed.initialize(*multi, timeout_s=FLAGS.distributed_timeout)
+  except distributed.DistributedError as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  if jax.process_index() != 0:  # Only process 0 logs progress; the others warn and fail.
+    logging.set_verbosity(logging.WARNING)
   logging.info("JAX %s, process %d/%d, %d devices", jax.__version__, jax.process_index(),
                jax.process_count(), jax.device_count())
   try:

@@ -24,8 +24,8 @@ from absl import logging
 
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import config as config_lib
-from jaxlm import faults, generate, models, objectives, optim, sharding
-from jaxlm.data import pipeline, sources
+from jaxlm import distributed, faults, generate, models, objectives, optim, resilience, sharding
+from jaxlm.data import pipeline, shards, sources
 from jaxlm.data import tokenizers as tok_lib
 from jaxlm.metric_writer import MetricWriter
 
@@ -137,6 +137,7 @@ class Run:
     self.rules = sharding.rules_tuple(config.mesh.rules)
     sharding.check_rules(self.rules, self.mesh)
     d = config.data
+    distributed.main_first(lambda: sources.get_builder(d), "data_prepared")  # No race.
     self.tokenizer = self._tokenizer()
     self.model = models.build_model(config.model, self.tokenizer.vocab_size, d.seq_len)
     self.tx, self.schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
@@ -147,16 +148,11 @@ class Run:
   def _tokenizer(self) -> tok_lib.Tokenizer:
     d = self.config.data
     texts = lambda: sources.iter_texts(d, d.train_split)
-    if jax.process_index() == 0:
-      tok = tok_lib.get_tokenizer(d.tokenizer, self.workdir, texts, d)
-    else:  # Process 0 trains and saves it; the others wait and load the same file.
-      tok = None
-    if jax.process_count() > 1:
-      from jax.experimental import multihost_utils
-      multihost_utils.sync_global_devices("tokenizer")
-      if tok is None:
-        tok = tok_lib.get_tokenizer(d.tokenizer, self.workdir, texts, d)
-    return tok
+    try:  # Process 0 trains and saves it; the others wait and load the same file.
+      return distributed.main_first(
+          lambda: tok_lib.get_tokenizer(d.tokenizer, self.workdir, texts, d), "tokenizer")
+    except (ValueError, FileNotFoundError) as e:  # Mismatched/missing tokenizer files.
+      raise sources.DataError(str(e)) from e
 
   def _init_fn(self, rng):
     d = self.config.data
@@ -190,6 +186,8 @@ class Run:
         train_step, model=self.model, tx=self.tx, schedule=self.schedule, seed=self.config.seed,
         accum_steps=self.config.optimizer.grad_accum_steps,
         document_attention=self.document_attention, batch_sharding=self.batch_sharding)
+    if self.config.get("nan_policy", "stop") != "stop":
+      step = resilience.guard_step(step)  # Non-finite steps keep the old state, in the jit.
     return jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding),
                    out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
                    donate_argnums=(0,))
@@ -251,14 +249,34 @@ def evaluate(run: Run, params, eval_step_fn, split: str | None = None,
 # ----------------------------------------------------------------------------- loop
 
 
-def _check_finite(step: int, metrics: dict) -> None:
-  for k in ("train_loss", "grad_norm"):
-    v = float(metrics[k])
-    if not np.isfinite(v):
-      raise TrainingError(
-          f"{k} is {v} at step {step}: training diverged. Nothing after the last checkpoint "
-          "was saved. Fix: lower optimizer.learning_rate, raise warmup_steps or enable "
-          "gradient clipping, then rerun (it resumes from the last good checkpoint).")
+def _finite_mean(values: list) -> float:
+  """Mean of the finite losses (skipped non-finite steps do not poison the interval)."""
+  finite = [v for v in values if np.isfinite(v)]
+  return float(np.mean(finite)) if finite else float("nan")
+
+
+def _save_checkpoint(checkpointer, step: int, state, data_state, run, fault_plan) -> None:
+  """Starts the async save of `step` (with the fault hooks the tests inject)."""
+  if step in fault_plan.get("disk_full_at_checkpoint", ()):
+    with faults.disk_full():
+      checkpointer.save(step, state, data_state, run.meta())
+      checkpointer.wait()
+    return
+  checkpointer.save(step, state, data_state, run.meta())
+  if step in fault_plan.get("sigkill_during_checkpoint", ()):
+    faults.sigkill()  # The write is in flight: only `<step>.orbax-checkpoint-tmp` exists.
+  if step in fault_plan.get("sigkill_after_checkpoint", ()):
+    checkpointer.wait()
+    faults.sigkill()
+
+
+def _rollback(checkpointer, run) -> tuple:
+  """(state, step) of the last checkpoint, or the initial state if there is none."""
+  checkpointer.wait()
+  restored = checkpointer.restore_latest(run.abstract_state)
+  if restored is None:
+    return run.init_state(), 0
+  return restored[1], restored[0]
 
 
 def train_and_evaluate(config, workdir: str, devices=None) -> dict:
@@ -276,13 +294,12 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
       json.dump(ckpt_lib.flat_config(config), f, indent=1)
 
   checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints)
-  train_iter = iter(pipeline.train_dataset(config.data, run.tokenizer, config.seed,
-                                           jax.process_index(), jax.process_count()))
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    ckpt_lib.check_compatible(checkpointer.restore_meta(latest), config,
-                              run.tokenizer.identity())
-    state, data_state, _ = checkpointer.restore(latest, run.abstract_state)
+  train_iter = shards.ShardedIterator(config.data, run.tokenizer, config.seed,
+                                      jax.process_index(), jax.process_count())
+  restored = checkpointer.restore_latest(run.abstract_state, lambda meta: ckpt_lib.
+                                         check_compatible(meta, config, run.tokenizer.identity()))
+  if restored is not None:
+    latest, state, data_state = restored
     train_iter.set_state(data_state)
     logging.info("Resumed from step %d in %s", latest, checkpointer.directory)
   else:
@@ -303,14 +320,20 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   t_start = time.time()
   data_state = train_iter.get_state()
   fault_plan = faults.planned()
+  nan_guard = resilience.NanGuard(config.get("nan_policy", "stop"),
+                                  config.get("nan_max_retries", 5),
+                                  functools.partial(_rollback, checkpointer, run), TrainingError)
+  preempt, preempted = resilience.Preemption(), None
   try:
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
       for step in range(start, num_steps):
         batch, data_state = next(prefetch)
+        if step + 1 in fault_plan.get("nan_batch", ()):
+          batch = faults.poison_batch(batch)
         state, metrics = train_step_fn(state, batch)
         if pending is not None:  # Read step N-1 while step N runs.
           prev_step, prev = pending[0], jax.device_get(pending[1])
-          _check_finite(prev_step, prev)
+          state = nan_guard.check(prev_step, prev, state)
           interval_losses.append(float(prev["train_loss"]))
         pending = (step + 1, metrics)
         steps_in_interval += 1
@@ -319,13 +342,13 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
         if done % config.log_every_steps == 0 or is_last or done % config.checkpoint_every_steps \
             == 0 or done % config.eval_every_steps == 0:
           current = jax.device_get(metrics)  # Sync: logs, evals and saves see this step.
-          _check_finite(done, current)
+          state = nan_guard.check(done, current, state)
           interval_losses.append(float(current["train_loss"]))
           pending = None
         if done % config.log_every_steps == 0 or is_last:
           dt = time.time() - t_interval
           tps = tokens_per_step * steps_in_interval / max(dt, 1e-9)
-          row = {"train_loss": float(np.mean(interval_losses)),
+          row = {"train_loss": _finite_mean(interval_losses), **nan_guard.counters(),
                  "train_accuracy": float(current["train_accuracy"]),
                  "grad_norm": float(current["grad_norm"]), "lr": float(current["lr"]),
                  "tokens_per_sec": tps, "mfu": tps * run.flops_per_token / peak,
@@ -344,21 +367,35 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
           logging.info("eval at step %d: loss %.4f  ppl %.2f  bpb %.4f", done, ev["loss"],
                        ev["ppl"], ev["bpb"])
           t_interval = time.time()  # Eval time is not training throughput.
-        if done % config.checkpoint_every_steps == 0 or is_last:
-          checkpointer.save(done, state, data_state, run.meta())
-          if done in fault_plan.get("sigkill_after_checkpoint", ()):
-            checkpointer.wait()
-            faults.sigkill()
+        saved = done % config.checkpoint_every_steps == 0 or is_last
+        if saved:
+          _save_checkpoint(checkpointer, done, state, data_state, run, fault_plan)
         if done in fault_plan.get("sigkill_at_step", ()):
           faults.sigkill()
         if done in fault_plan.get("nan_params", ()):
           state = state.replace(params=jax.tree.map(lambda x: x * jnp.nan, state.params))
+        if done in fault_plan.get("sigterm_at_step", ()):
+          faults.sigterm()
+        if not is_last and preempt.requested(done):
+          if pending is not None:  # Never save a state whose step went non-finite.
+            state = nan_guard.check(done, jax.device_get(pending[1]), state)
+            pending = None
+          if not saved:
+            _save_checkpoint(checkpointer, done, state, data_state, run, fault_plan)
+          checkpointer.wait()
+          preempted = done
+          break
       if pending is not None:
-        _check_finite(pending[0], jax.device_get(pending[1]))
+        state = nan_guard.check(pending[0], jax.device_get(pending[1]), state)
   finally:
+    preempt.close()
     prefetch.close()
     checkpointer.close()
     writer.close()
+  if preempted is not None:
+    logging.warning("Stopped by %s at step %d; checkpoint saved. Rerun the same command to "
+                    "continue from there.", preempt.signal_name, preempted)
+    return {"step": preempted, "preempted": preempt.signal_name, **last_eval}
   logging.info("Trained steps %d-%d in %s", start, num_steps, _fmt_time(time.time() - t_start))
   if is_main and config.sample.num_tokens > 0:
     text = generate.sample_text(run.model, state.params, run.tokenizer, config.sample.prompt,

@@ -418,8 +418,9 @@ class SentencePieceTokenizer(Tokenizer):
       )
     except RuntimeError as e:
       raise ValueError(
-          f"SentencePiece training failed ({e}). If the vocabulary is too large for the"
-          " training text, lower data.vocab_size."
+          f"SentencePiece training failed ({e}). Fix: lower data.vocab_size if the text is"
+          " too small for that many pieces, or raise it if the text has more distinct"
+          " characters than it allows (as the message above says)."
       ) from e
     tok = cls(writer.getvalue())
     logging.info("Trained a %s SentencePiece model, %d pieces, in %.2fs.", model_type,
@@ -495,7 +496,11 @@ def _from_state(state: dict, directory: str) -> Tokenizer:
 
 
 def _load_spm(state: dict, directory: str) -> SentencePieceTokenizer:
-  path = os.path.join(directory, state.get("model_file", SPM_MODEL_FILE))
+  name = str(state.get("model_file", SPM_MODEL_FILE))
+  if os.path.basename(name) != name or name in ("", ".", ".."):  # A name from data: no escape.
+    raise ValueError(f"{directory}/{TOKENIZER_FILE}: model_file={name!r} must be a plain file "
+                     "name inside that directory.")
+  path = os.path.join(directory, name)
   try:
     with open(path, "rb") as f:
       proto = f.read()
