@@ -246,8 +246,10 @@ class Generator:
       ids, reason = ids[:ids.index(self.tokenizer.eos_id)], "eos"
     text = self.tokenizer.decode(ids)
     cut = self._stop_index(ids, stop) if stop else None
-    if cut is not None:
+    if cut is not None:  # Keep the tokens up to the one that completes the stop string.
       text, reason = text[:cut], "stop"
+      n = next(n for n in range(len(ids) + 1) if self._stop_index(ids[:n], stop) is not None)
+      ids = ids[:n]
     if logits is not None:
       logits = logits[:len(ids) + (reason == "eos")]
     return Completion(text, ids, reason, logits)

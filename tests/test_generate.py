@@ -114,6 +114,7 @@ def test_stops_at_eos_stop_string_and_length():
   cut = Generator(model, params, TOK).generate(["The "], max_new_tokens=12, temperature=0.0,
                                                stop=[stop])[0]
   assert cut.finish_reason == "stop" and cut.text == full.text[:full.text.find(stop)]
+  assert cut.ids == full.ids[:len(cut.ids)] and stop in TOK.decode(cut.ids)
 
 
 def test_context_limit_is_a_clear_error():
