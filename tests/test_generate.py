@@ -39,7 +39,6 @@ VARIANTS = {
     "none": dict(position="none"),
     "rope_gqa": dict(position="rope", num_kv_heads=2),
     "alibi_mqa_scan": dict(position="alibi", num_kv_heads=1, scan_layers=True),
-    "learned_rmsnorm_swiglu": dict(position="learned", norm="rmsnorm", mlp="swiglu"),
 }
 
 
