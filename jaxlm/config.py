@@ -130,6 +130,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.scan_layers = False  # nn.scan over layers: compile time independent of depth.
   m.remat = "none"  # none | full | dots_saveable.
   m.attention_impl = ""  # jax.nn.dot_product_attention implementation; '' = default.
+  m.norm_eps = 1e-6  # Norm epsilon; 1e-5 for Hugging Face GPT-2 weights (see jaxlm.hf).
 
   c.optimizer = o = ml_collections.ConfigDict()
   o.learning_rate = 1e-3  # Peak.

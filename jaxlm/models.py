@@ -39,7 +39,8 @@ class TransformerLM(nn.Module):
     x_BLD = nn.with_logical_constraint(x_BLD, ACT)
     x_BLD = TransformerStack(c, deterministic, name="stack")(x_BLD, positions_BL, segment_ids_BL)
     if c.norm_position == "pre":
-      x_BLD = make_norm(c.norm, dt, pdt, name="final_norm", use_bias=c.use_bias)(x_BLD)
+      x_BLD = make_norm(c.norm, dt, pdt, name="final_norm", use_bias=c.use_bias,
+                        eps=c.norm_eps)(x_BLD)
     if return_hidden:
       return x_BLD
     if c.tie_embeddings:

@@ -134,8 +134,8 @@ class Attention(nn.Module):
     s = self.cache_len
     if not s:
       raise ValueError("Attention(decode=True) needs cache_len > 0.")
-    ck = self.variable("cache", "key", jnp.zeros, (b, s, k_heads, e), k_BLKE.dtype)
-    cv = self.variable("cache", "value", jnp.zeros, (b, s, k_heads, e), v_BLKE.dtype)
+    ck = self.variable("cache", "cached_key", jnp.zeros, (b, s, k_heads, e), k_BLKE.dtype)
+    cv = self.variable("cache", "cached_value", jnp.zeros, (b, s, k_heads, e), v_BLKE.dtype)
     cseg = self.variable("cache", "segment", jnp.zeros, (b, s), jnp.int32)
     cpos = self.variable("cache", "position", jnp.zeros, (b, s), jnp.int32)
     idx = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))

@@ -53,6 +53,8 @@ class TransformerConfig:
   attention_impl: str = ""
   decode: bool = False
   sow_weights: bool = False
+  cache_len: int = 0  # KV-cache slots when decoding; 0 = max_len (generation buckets set it).
+  norm_eps: float = 1e-6  # LayerNorm/RMSNorm epsilon (Hugging Face GPT-2 uses 1e-5).
 
   @property
   def padded_vocab(self) -> int:
@@ -96,12 +98,13 @@ class Block(nn.Module):
         causal=c.causal, position=c.position, rope_base=c.rope_base, score=c.attention,
         sliding_window=c.sliding_window, dropout=c.attention_dropout, use_bias=c.use_bias,
         dtype=dt, param_dtype=pdt, implementation=c.attention_impl or None, decode=c.decode,
-        cache_len=c.max_len, sow_weights=c.sow_weights, out_scale=out_scale, name="attn")
+        cache_len=c.cache_len or c.max_len, sow_weights=c.sow_weights, out_scale=out_scale,
+        name="attn")
     mlp = Mlp(c.mlp_dim, kind=c.mlp, use_bias=c.use_bias, dropout=c.dropout, dtype=dt,
               param_dtype=pdt, out_scale=out_scale, name="mlp")
     drop = nn.Dropout(c.dropout)
-    norm1 = make_norm(c.norm, dt, pdt, name="norm1", use_bias=c.use_bias)
-    norm2 = make_norm(c.norm, dt, pdt, name="norm2", use_bias=c.use_bias)
+    norm1 = make_norm(c.norm, dt, pdt, name="norm1", use_bias=c.use_bias, eps=c.norm_eps)
+    norm2 = make_norm(c.norm, dt, pdt, name="norm2", use_bias=c.use_bias, eps=c.norm_eps)
     x_BLD = nn.with_logical_constraint(x_BLD, ACT)
     if c.norm_position == "pre":
       h = attn(norm1(x_BLD), positions_BL, segment_ids_BL, self.deterministic)
