@@ -1,6 +1,8 @@
 """The sweep runner: deterministic expansion, and a two-run sweep end to end from the CLI."""
 
 import csv
+import json
+import math
 import os
 import struct
 import subprocess
@@ -118,3 +120,31 @@ def test_two_run_sweep_end_to_end_report_and_restart(tmp_path, text_file, data_d
   assert p.stdout.count("[skip]") == 2 and "[run]" not in p.stdout
   assert (out / "results.md").exists()
   assert len((out / "runs" / names[0] / "sweep_attempts.jsonl").read_text().splitlines()) == 1
+
+
+def test_successive_halving_promotes_the_best_third(tmp_path, monkeypatch):
+  """Fake trainer: eval_loss = |log10(lr) + 2.5|, so the draws closest to lr=10^-2.5 win."""
+  s = sw.Sweep(config="configs/default.py", overrides={"num_train_steps": 90}, num_samples=9,
+               random={"optimizer.learning_rate": sw.LogUniform(1e-4, 1e-1)},
+               halving=sw.Halving(min_steps=10, eta=3))
+  calls = []
+
+  def fake_run_one(self, spec, stop_after=0):
+    calls.append((spec.name, stop_after))
+    wd = self.workdir(spec)
+    os.makedirs(wd, exist_ok=True)
+    end = stop_after or 90
+    loss = abs(math.log10(spec.overrides["optimizer.learning_rate"]) + 2.5)
+    with open(os.path.join(wd, "metrics.jsonl"), "a") as f:
+      f.write(json.dumps({"step": end, "eval_loss": loss}) + "\n")
+    return "paused" if stop_after else "done"
+
+  monkeypatch.setattr(sw.Runner, "run_one", fake_run_one)
+  statuses = sw.run_sweep(s, str(tmp_path), log=lambda m: None)
+  specs = sw.expand(s)
+  best = sorted(specs, key=lambda r: abs(math.log10(r.overrides["optimizer.learning_rate"]) + 2.5))
+  assert [n for n, _ in calls[:9]] == [r.name for r in specs]  # Everyone to the first rung.
+  assert {n for n, st in calls if st == 30} == {r.name for r in best[:3]}
+  assert {n for n, st in calls if st == 0} == {best[0].name}  # Rungs 10, 30, 90.
+  assert statuses[best[0].name] == "done"
+  assert sum(st.startswith("stopped@") for st in statuses.values()) == 8
