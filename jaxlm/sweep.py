@@ -343,7 +343,8 @@ class Runner:
   def run_one(self, spec: RunSpec, stop_after: int = 0) -> str:
     wd = self.workdir(spec)
     if self.is_done(spec):
-      self.log(f"[skip] {spec.name}: finished")
+      with self._lock:
+        self.log(f"[skip] {spec.name}: finished")
       return "skipped"
     if stop_after and trained_steps(wd) >= stop_after:
       return "paused"

@@ -132,7 +132,7 @@ def aggregate(sweep: sweep_lib.Sweep, runs: list[dict]) -> list[dict]:
 def _num(v: float, digits: int = 4) -> str:
   if v is None or (isinstance(v, float) and math.isnan(v)):
     return "n/a"
-  if abs(v) >= 1000:
+  if abs(v) >= 100:
     return f"{v:,.0f}"
   return f"{v:.{digits}g}"
 
