@@ -204,6 +204,7 @@ def plot_metric_vs_key(sweep: sweep_lib.Sweep, groups: list[dict], key: str,
   extra = [f"eval_loss@{n}" for n in sweep.extra_eval_seq_lens] if sweep.metric == "eval_loss" \
       else []
   series: dict[str, list] = {}
+  any_early = any(g["status"] != "done" for g in groups)
   for g in groups:
     x = g["overrides"].get(key)
     label = ", ".join(f"{short[k]}={sweep_lib._fmt(g['overrides'][k])}" for k in others)
@@ -212,7 +213,9 @@ def plot_metric_vs_key(sweep: sweep_lib.Sweep, groups: list[dict], key: str,
       if x is None or math.isnan(mean):
         continue
       at = "training length" if c == col else c[10:] + " tokens"
-      name = ", ".join(filter(None, [label, f"evaluated at {at}" if extra else ""]))
+      early = ("finished" if g["status"] == "done" else "not finished (last eval)") \
+          if any_early else ""  # Halving stops runs early: their loss is not comparable.
+      name = ", ".join(filter(None, [label, f"evaluated at {at}" if extra else "", early]))
       series.setdefault(name, []).append((x, mean, std))
   if not series:
     return None
