@@ -56,6 +56,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.nan_max_retries = 5  # skip: consecutive skipped steps; rollback: rollbacks; then stop.
   c.init_from = ""  # Workdir/checkpoint of a pretrained run to start from (fine-tuning).
   c.mode = "train"  # train | eval (the --mode flag overrides).
+  c.stop_after_steps = 0  # Pause after this step (eval + checkpoint; schedule unchanged); 0 = off.
 
   c.data = d = ml_collections.ConfigDict()
   d.name = "jaxlm_stdlib_docs"  # tfds dataset name; the default is the embedded corpus.

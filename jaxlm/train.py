@@ -313,6 +313,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   tokens_per_step = config.data.batch_size * config.data.seq_len
   peak = config.peak_flops_per_device * run.mesh.size
   num_steps = config.num_train_steps
+  end = min(num_steps, config.get("stop_after_steps") or num_steps)  # Sweeps pause runs early.
   last_eval: dict = {}
   interval_losses: list = []
   pending = None  # (step, metrics on device) of the previous step.
@@ -326,7 +327,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   preempt, preempted = resilience.Preemption(), None
   try:
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
-      for step in range(start, num_steps):
+      for step in range(start, end):
         batch, data_state = next(prefetch)
         if step + 1 in fault_plan.get("nan_batch", ()):
           batch = faults.poison_batch(batch)
@@ -338,7 +339,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
         pending = (step + 1, metrics)
         steps_in_interval += 1
         done = step + 1
-        is_last = done == num_steps
+        is_last = done == end
         if done % config.log_every_steps == 0 or is_last or done % config.checkpoint_every_steps \
             == 0 or done % config.eval_every_steps == 0:
           current = jax.device_get(metrics)  # Sync: logs, evals and saves see this step.
@@ -396,14 +397,14 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     logging.warning("Stopped by %s at step %d; checkpoint saved. Rerun the same command to "
                     "continue from there.", preempt.signal_name, preempted)
     return {"step": preempted, "preempted": preempt.signal_name, **last_eval}
-  logging.info("Trained steps %d-%d in %s", start, num_steps, _fmt_time(time.time() - t_start))
+  logging.info("Trained steps %d-%d in %s", start, end, _fmt_time(time.time() - t_start))
   if is_main and config.sample.num_tokens > 0:
     text = generate.sample_text(run.model, state.params, run.tokenizer, config.sample.prompt,
                                 config.sample.num_tokens, config.sample.temperature,
                                 config.sample.top_k, seed=config.seed, mesh=run.mesh,
                                 rules=run.rules)
     logging.info("Sample:\n%s", config.sample.prompt + text)
-  return {"step": num_steps, **last_eval}
+  return {"step": end, **last_eval}
 
 
 def _fmt_time(seconds: float) -> str:

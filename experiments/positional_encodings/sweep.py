@@ -1,0 +1,41 @@
+"""Positional encodings: none / learned / sinusoidal / RoPE / ALiBi, also evaluated at 2x length.
+
+  python -m jaxlm.sweep experiments/positional_encodings --parallel=2
+"""
+
+import os
+
+from jaxlm.sweep import Sweep
+
+# A small character-level GPT on tiny-shakespeare: a few minutes of CPU for the whole sweep.
+TINY = {
+    "data.seq_len": 64,
+    "data.batch_size": 16,
+    "model.num_layers": 2,
+    "model.num_heads": 4,
+    "model.emb_dim": 64,
+    "model.mlp_dim": 256,
+    "num_train_steps": 250,
+    "optimizer.warmup_steps": 25,
+    "eval_every_steps": 50,
+    "eval_steps": 20,
+    "checkpoint_every_steps": 250,
+    "log_every_steps": 25,
+    "sample.num_tokens": 0,
+}
+# The corpus: $JAXLM_SHARED_DATA (default ../shared/data, from the repository root).
+DATA = os.path.join(os.environ.get("JAXLM_SHARED_DATA", "../shared/data"),
+                    "tinyshakespeare", "input.txt")
+
+
+def get_sweep():
+  return Sweep(
+      config="configs/shakespeare_char.py",
+      overrides={"data.path": DATA, **TINY},
+      grid={"model.position": ["none", "learned", "sinusoidal", "rope", "alibi"]},
+      seeds=2,
+      metric="eval_loss",
+      extra_eval_seq_lens=(128,),  # 2x the training length: length extrapolation.
+      description="Position schemes on tiny-shakespeare (char), trained at 64 tokens, "
+                  "evaluated at 64 and at 128 (2x).",
+  )
