@@ -134,6 +134,10 @@ class LSTMLM(nn.Module):
     else:
       logits_BLV = nn.Dense(c.padded_vocab, dtype=dt, param_dtype=pdt, use_bias=False,
                             kernel_init=dense_init(("embed", "vocab")), name="lm_head")(x_BLD)
+    # An output bias (as in the classic LSTM LMs): the bounded LSTM output alone makes the
+    # unigram distribution slow to learn.
+    bias_V = self.param("output_bias", bias_init(("vocab",)), (c.padded_vocab,), pdt)
+    logits_BLV = logits_BLV + jnp.asarray(bias_V, dt)
     logits_BLV = nn.with_logical_constraint(logits_BLV, ("act_batch", "act_seq", "act_vocab"))
     logits_BLV = logits_BLV.astype(jnp.float32)
     if c.padded_vocab != c.vocab_size:
