@@ -197,6 +197,7 @@ class Run:
     self.state_shardings = sharding.logical_to_shardings(self.logical_specs, self.mesh,
                                                          self.rules)
     abstract = nn.meta.unbox(boxed)
+    self.state_shardings = sharding.fit_to_shapes(self.state_shardings, abstract, self.mesh)
     self.abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
         self.state_shardings)
