@@ -370,8 +370,13 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                        _fmt_time(eta))
           interval_losses, steps_in_interval, t_interval = [], 0, time.time()
         if done % config.eval_every_steps == 0 or is_last:
-          ev = evaluate(run, state.params, eval_step_fn, max_batches=config.eval_steps,
-                        cache=eval_cache)
+          if run.carry_state:  # The LSTM state runs on along contiguous eval lanes.
+            from jaxlm import recurrent_eval
+            ev = recurrent_eval.evaluate(run, state.params, max_batches=config.eval_steps,
+                                         cache=eval_cache)
+          else:
+            ev = evaluate(run, state.params, eval_step_fn, max_batches=config.eval_steps,
+                          cache=eval_cache)
           last_eval = {f"eval_{k}": v for k, v in ev.items()}
           writer.write(done, last_eval)
           logging.info("eval at step %d: loss %.4f  ppl %.2f  bpb %.4f", done, ev["loss"],
