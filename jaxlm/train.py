@@ -142,6 +142,8 @@ def flops_per_token(non_embedding_params: int, vocab: int, cfg) -> float:
   """
   m = cfg.model
   attn_width = (m.head_dim or m.emb_dim // m.num_heads) * m.num_heads
+  if m.family == "lstm":  # No attention; the recurrent matmuls are in the parameter count.
+    attn_width = 0
   return 6.0 * (non_embedding_params + vocab * m.emb_dim) + 12.0 * m.num_layers * \
       cfg.data.seq_len * attn_width
 
