@@ -61,7 +61,11 @@ def main(argv) -> None:
   logging.info("JAX %s, process %d/%d, %d devices", jax.__version__, jax.process_index(),
                jax.process_count(), jax.device_count())
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if FLAGS.config.model.family == "ngram":  # Count-based: fit and evaluate, no train loop.
+      from jaxlm import ngram_run
+      ngram_run.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    else:
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except USER_ERRORS as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)

@@ -25,7 +25,7 @@ from absl import logging
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import config as config_lib
 from jaxlm import distributed, faults, generate, models, objectives, optim, resilience, sharding
-from jaxlm.data import pipeline, shards, sources
+from jaxlm.data import lanes, pipeline, shards, sources
 from jaxlm.data import tokenizers as tok_lib
 from jaxlm.metric_writer import MetricWriter
 
@@ -38,6 +38,7 @@ class TrainState(flax.struct.PyTreeNode):
   step: jax.Array
   params: Any
   opt_state: Any
+  carry: Any = None  # Recurrent state carried across steps (lstm with model.carry_state).
 
 
 # ----------------------------------------------------------------------------- steps
@@ -53,19 +54,33 @@ def model_inputs(batch: dict, document_attention: bool) -> dict:
 
 
 def loss_and_metrics(params, model, batch: dict, rng, document_attention: bool,
-                     deterministic: bool) -> tuple[jax.Array, dict]:
-  b = model_inputs(batch, document_attention)
+                     deterministic: bool, objective: objectives.Objective | None = None,
+                     carry=None) -> tuple[jax.Array, dict]:
+  """Summed loss and metrics; with `carry` (recurrent state) sums['carry'] is the new state."""
+  if objective is None or objective.name == "causal_lm":
+    b = model_inputs(batch, document_attention)
+  else:
+    b = objective.inputs(batch, rng, document_attention)
+  extra = {"type_ids_BL": b["type_ids"]} if "type_ids" in b else {}
+  if carry is not None:
+    extra["carry"] = carry
   logits = model.apply({"params": params}, b["inputs"], b["positions"], b["segment_ids"],
-                       deterministic=deterministic, rngs={"dropout": rng})
+                       deterministic=deterministic, rngs={"dropout": rng}, **extra)
+  if carry is not None:
+    logits, carry = logits
   sums = objectives.cross_entropy_sums(logits, b["targets"], b["weights"])
+  if carry is not None:
+    sums["carry"] = jax.lax.stop_gradient(carry)
   return sums["loss_sum"], sums
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx, schedule, seed: int,
-               accum_steps: int, document_attention: bool, batch_sharding) -> tuple:
+               accum_steps: int, document_attention: bool, batch_sharding,
+               objective: objectives.Objective | None = None) -> tuple:
   """One optimizer step; `accum_steps` microbatches are scanned inside the jit."""
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
-  grad_fn = jax.grad(loss_and_metrics, has_aux=True)
+  grad_fn = jax.grad(functools.partial(loss_and_metrics, objective=objective, carry=state.carry),
+                     has_aux=True)
 
   if accum_steps == 1:
     grads, sums = grad_fn(state.params, model, batch, rng, document_attention, False)
@@ -86,6 +101,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, seed: int
                         document_attention, False)))
     (grads, sums), _ = jax.lax.scan(micro, zeros, (split, jnp.arange(accum_steps)))
 
+  carry = sums.pop("carry", None)
   denom = jnp.maximum(sums["weight_sum"], 1.0)
   grads = jax.tree.map(lambda g: g / denom, grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -97,15 +113,20 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, seed: int
       "lr": schedule(state.step),
       "tokens": sums["weight_sum"],
   }
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                       carry=carry), metrics
 
 
-def eval_step(params, batch: dict, *, model, token_bytes, document_attention: bool) -> dict:
+def eval_step(params, batch: dict, *, model, token_bytes, document_attention: bool,
+              objective: objectives.Objective | None = None) -> dict:
   """Summed loss, weight, correct and target bytes of one eval batch (padding weighs 0)."""
   loss_sum, sums = loss_and_metrics(params, model, batch, jax.random.key(0), document_attention,
-                                    True)
+                                    True, objective)
   del loss_sum
-  b = objectives.split_window(batch)
+  if objective is not None and objective.name != "causal_lm":
+    b = objective.inputs(batch, jax.random.key(0), document_attention)  # Same mask as above.
+  else:
+    b = objectives.split_window(batch)
   sums["byte_sum"] = jnp.sum(jnp.take(token_bytes, b["targets"]) * b["weights"])
   return sums
 
@@ -121,6 +142,8 @@ def flops_per_token(non_embedding_params: int, vocab: int, cfg) -> float:
   """
   m = cfg.model
   attn_width = (m.head_dim or m.emb_dim // m.num_heads) * m.num_heads
+  if m.family == "lstm":  # No attention; the recurrent matmuls are in the parameter count.
+    attn_width = 0
   return 6.0 * (non_embedding_params + vocab * m.emb_dim) + 12.0 * m.num_layers * \
       cfg.data.seq_len * attn_width
 
@@ -140,6 +163,8 @@ class Run:
     distributed.main_first(lambda: sources.get_builder(d), "data_prepared")  # No race.
     self.tokenizer = self._tokenizer()
     self.model = models.build_model(config.model, self.tokenizer.vocab_size, d.seq_len)
+    self.objective = objectives.for_config(config, self.tokenizer.vocab_size)
+    self.carry_state = bool(config.model.get("carry_state", False))
     self.tx, self.schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
     self.batch_sharding = sharding.batch_sharding(self.mesh, self.rules)
     self.document_attention = bool(d.get("document_attention", False))
@@ -158,8 +183,10 @@ class Run:
     d = self.config.data
     ids = jnp.zeros((1, d.seq_len), jnp.int32)
     params = self.model.init({"params": rng, "dropout": rng}, ids)["params"]
+    carry = models.initial_carry(self.model, d.batch_size, boxed=True) if self.carry_state \
+        else None
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=self.tx.init(params))
+                      opt_state=self.tx.init(params), carry=carry)
 
   def _init_shardings(self) -> None:
     with nn.logical_axis_rules(self.rules):
@@ -168,6 +195,7 @@ class Run:
     self.state_shardings = sharding.logical_to_shardings(self.logical_specs, self.mesh,
                                                          self.rules)
     abstract = nn.meta.unbox(boxed)
+    self.state_shardings = sharding.fit_to_shapes(self.state_shardings, abstract, self.mesh)
     self.abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
         self.state_shardings)
@@ -185,7 +213,8 @@ class Run:
     step = functools.partial(
         train_step, model=self.model, tx=self.tx, schedule=self.schedule, seed=self.config.seed,
         accum_steps=self.config.optimizer.grad_accum_steps,
-        document_attention=self.document_attention, batch_sharding=self.batch_sharding)
+        document_attention=self.document_attention, batch_sharding=self.batch_sharding,
+        objective=self.objective)
     if self.config.get("nan_policy", "stop") != "stop":
       step = resilience.guard_step(step)  # Non-finite steps keep the old state, in the jit.
     return jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding),
@@ -195,7 +224,8 @@ class Run:
   def jit_eval_step(self):
     step = functools.partial(eval_step, model=self.model,
                              token_bytes=jnp.asarray(self.tokenizer.token_bytes()),
-                             document_attention=self.document_attention)
+                             document_attention=self.document_attention,
+                             objective=self.objective)
     return jax.jit(step, in_shardings=(self.state_shardings.params, self.batch_sharding),
                    out_shardings=sharding.replicated(self.mesh))
 
@@ -237,7 +267,11 @@ def evaluate(run: Run, params, eval_step_fn, split: str | None = None,
         totals[k] = totals.get(k, 0.0) + float(v)
   w = max(totals.get("weight_sum", 0.0), 1.0)
   loss = totals.get("loss_sum", 0.0) / w
+  # Masked LM: loss/ppl/bpb/accuracy are over the selected (masked) tokens only.
+  mlm = {"mlm_accuracy": totals.get("correct_sum", 0.0) / w} \
+      if run.objective.name == "masked_lm" else {}
   return {
+      **mlm,
       "loss": loss,
       "ppl": float(np.exp(min(loss, 700.0))),
       "bpb": totals.get("loss_sum", 0.0) / (np.log(2) * max(totals.get("byte_sum", 0.0), 1.0)),
@@ -294,8 +328,15 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
       json.dump(ckpt_lib.flat_config(config), f, indent=1)
 
   checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints)
-  train_iter = shards.ShardedIterator(config.data, run.tokenizer, config.seed,
-                                      jax.process_index(), jax.process_count())
+  if run.carry_state:  # Recurrent state carried across windows: B contiguous data lanes.
+    if jax.process_count() > 1:
+      raise config_lib.ConfigError(
+          "config.model.carry_state is not supported with several processes yet. Fix: run "
+          "on one process or set --config.model.carry_state=False.")
+    train_iter = iter(lanes.lane_dataset(config.data, run.tokenizer, config.seed))
+  else:
+    train_iter = shards.ShardedIterator(config.data, run.tokenizer, config.seed,
+                                        jax.process_index(), jax.process_count())
   restored = checkpointer.restore_latest(run.abstract_state, lambda meta: ckpt_lib.
                                          check_compatible(meta, config, run.tokenizer.identity()))
   if restored is not None:
@@ -361,8 +402,13 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                        _fmt_time(eta))
           interval_losses, steps_in_interval, t_interval = [], 0, time.time()
         if done % config.eval_every_steps == 0 or is_last:
-          ev = evaluate(run, state.params, eval_step_fn, max_batches=config.eval_steps,
-                        cache=eval_cache)
+          if run.carry_state:  # The LSTM state runs on along contiguous eval lanes.
+            from jaxlm import recurrent_eval
+            ev = recurrent_eval.evaluate(run, state.params, max_batches=config.eval_steps,
+                                         cache=eval_cache)
+          else:
+            ev = evaluate(run, state.params, eval_step_fn, max_batches=config.eval_steps,
+                          cache=eval_cache)
           last_eval = {f"eval_{k}": v for k, v in ev.items()}
           writer.write(done, last_eval)
           logging.info("eval at step %d: loss %.4f  ppl %.2f  bpb %.4f", done, ev["loss"],
@@ -398,7 +444,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                     "continue from there.", preempt.signal_name, preempted)
     return {"step": preempted, "preempted": preempt.signal_name, **last_eval}
   logging.info("Trained steps %d-%d in %s", start, end, _fmt_time(time.time() - t_start))
-  if is_main and config.sample.num_tokens > 0:
+  if is_main and config.sample.num_tokens > 0 and run.objective.name == "causal_lm":
     text = generate.sample_text(run.model, state.params, run.tokenizer, config.sample.prompt,
                                 config.sample.num_tokens, config.sample.temperature,
                                 config.sample.top_k, seed=config.seed, mesh=run.mesh,

@@ -6,6 +6,7 @@ can build a stack without jaxlm's config system:
   >>> cfg = TransformerConfig(vocab_size=256, num_layers=2, num_heads=4, emb_dim=64,
   ...                         mlp_dim=256, position="rope")
   >>> stack = TransformerStack(cfg)
+  >>> y_BLD = stack.apply(stack.init(key, x_BLD, positions_BL), x_BLD, positions_BL)
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class TransformerConfig:
   sow_weights: bool = False
   cache_len: int = 0  # KV-cache slots when decoding; 0 = max_len (generation buckets set it).
   norm_eps: float = 1e-6  # LayerNorm/RMSNorm epsilon (Hugging Face GPT-2 uses 1e-5).
+  type_vocab_size: int = 0  # > 0: add segment/type embeddings (BERT's sentence A/B).
 
   @property
   def padded_vocab(self) -> int:
