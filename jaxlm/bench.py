@@ -1,0 +1,74 @@
+"""Benchmark: step time, tokens/s, MFU and memory of a config; time to a target loss; AOT fit.
+
+  python -m jaxlm.bench --config=configs/shakespeare_char.py --steps=50 --out=bench.json
+  python -m jaxlm.bench --config=configs/shakespeare_fast.py --mode=time_to_loss \
+      --target_loss=1.88
+  python -m jaxlm.bench --config=configs/gpt2_small.py --aot --mesh=256,1,1
+
+`throughput` compiles the real train step (timed), runs warm-up steps, then
+times `--steps` steps one by one (each waited for: the median is the steady
+state step time) and once more back to back as the training loop dispatches
+them (tokens/s of the loop). Model FLOPs/token is `train.flops_per_token`:
+6 * (non-embedding params + vocab * width) + 12 * layers * seq_len * attention width.
+MFU divides achieved FLOP/s by a peak measured on the spot (a large jitted fp32
+matmul) unless `--peak_flops` gives one. `time_to_loss` trains the recipe and
+stops at the first evaluation whose loss over the WHOLE validation split is at
+most the target; the wall time counts everything from building the run
+(tokenizer, compile, data, evals). `--aot` lowers and compiles the step for a
+mesh of fake CPU devices and reports memory per device (see `jaxlm.aot`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from jaxlm import benchmark
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
+flags.DEFINE_enum("mode", "throughput", ["throughput", "time_to_loss"], "What to measure.")
+flags.DEFINE_integer("steps", 50, "Timed steps (throughput).")
+flags.DEFINE_integer("warmup", 5, "Untimed steps after compile (throughput).")
+flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s per device for MFU; 0 = measure now.")
+flags.DEFINE_float("target_loss", 1.88, "Validation loss to reach (time_to_loss).")
+flags.DEFINE_integer("max_seconds", 600, "Give up after this long (time_to_loss).")
+flags.DEFINE_integer("profile_steps", 0, "Also trace this many steps: time per XLA op kind.")
+flags.DEFINE_string("out", "", "Write the results as JSON here.")
+flags.DEFINE_string("workdir", "", "Tokenizer cache etc.; '' = a temporary directory.")
+flags.DEFINE_bool("aot", False, "Ahead-of-time compile for --mesh; no data, no execution.")
+flags.DEFINE_string("mesh", "", "AOT mesh shape 'data,fsdp,tensor' (e.g. 256,1,1 or 16,16,1).")
+flags.DEFINE_integer("vocab_size", 0, "AOT vocabulary size (e.g. 50257); 0 = 256 (bytes).")
+
+def main(argv) -> None:
+  del argv
+  config = FLAGS.config
+  if FLAGS.aot:
+    from jaxlm import aot
+    result = aot.run_aot(config, FLAGS.mesh, FLAGS.vocab_size or 256, sys.argv[1:])
+  else:
+    workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="jaxlm_bench_")
+    if FLAGS.mode == "throughput":
+      peak = FLAGS.peak_flops or benchmark.measure_peak_flops()
+      result = benchmark.throughput(config, workdir, FLAGS.steps, FLAGS.warmup, peak,
+                                      profile_steps=FLAGS.profile_steps)
+      result["peak_flops_source"] = "flag" if FLAGS.peak_flops else "measured fp32 matmul"
+    else:
+      result = benchmark.time_to_loss(config, workdir, FLAGS.target_loss, FLAGS.max_seconds)
+  result["environment"] = benchmark.environment()
+  result["command"] = "python -m jaxlm.bench " + " ".join(sys.argv[1:])
+  benchmark.print_table(result)
+  if FLAGS.out:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+    with open(FLAGS.out, "w") as f:
+      json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)

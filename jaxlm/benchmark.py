@@ -1,0 +1,260 @@
+"""Measurements behind `python -m jaxlm.bench` (importable, no flags): see `jaxlm.bench`."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import tempfile
+import time
+
+FLOPS_FORMULA = ("6 * (non_embedding_params + vocab * emb_dim) + "
+                 "12 * num_layers * seq_len * num_heads * head_dim")
+
+
+def measure_peak_flops(n: int = 2048, reps: int = 8) -> float:
+  """FLOP/s of the fastest of `reps` jitted n x n fp32 matmuls (what this host can do)."""
+  import jax
+  import jax.numpy as jnp
+
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+  f = jax.jit(lambda a, b: a @ b)
+  f(a, b).block_until_ready()
+  best = float("inf")
+  for _ in range(reps):
+    t = time.perf_counter()
+    f(a, b).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2.0 * n ** 3 / best
+
+
+def host_memory_mb() -> float:
+  """Peak resident memory of this process (ru_maxrss is in KiB on Linux)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def device_memory_mb(device) -> float | None:
+  stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+  if not stats:
+    return None  # CPU devices report none.
+  return stats.get("peak_bytes_in_use", stats.get("bytes_in_use", 0)) / 2 ** 20
+
+
+def compiled_memory(compiled) -> dict:
+  """Bytes per device XLA planned for the step: arguments, outputs, temporaries."""
+  m = compiled.memory_analysis()
+  if m is None:
+    return {}
+  out = {k: int(getattr(m, f"{k}_size_in_bytes", 0)) for k in
+         ("argument", "output", "alias", "temp", "generated_code")}
+  out["total"] = out["argument"] + out["output"] - out["alias"] + out["temp"]
+  return out
+
+
+def xla_flops(compiled) -> float | None:
+  try:
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list | tuple) else cost
+    return float(cost.get("flops", 0.0)) or None
+  except Exception:  # Not every backend implements it.
+    return None
+
+
+def _device_batches(run, n: int) -> list:
+  """The first `n` real training batches, already on device (reused cyclically)."""
+  import jax
+
+  from jaxlm.data import pipeline
+  it = iter(pipeline.train_dataset(run.config.data, run.tokenizer, run.config.seed,
+                                   jax.process_index(), jax.process_count()))
+  return [run.to_global(next(it)) for _ in range(n)]
+
+
+def op_profile(fn, args_fn, steps: int, top: int = 15) -> dict:
+  """Per-op time of `steps` calls from a jax.profiler trace, summed by XLA op kind.
+
+  Thread time on the CPU backend's worker threads (two threads overlap, so the total
+  can exceed the wall time); e.g. `ynn_fusion` / `dot` are matmuls, the rest
+  elementwise fusions, copies and transposes.
+  """
+  import collections
+  import glob
+  import re
+
+  import jax
+  from jax.profiler import ProfileData
+
+  with tempfile.TemporaryDirectory() as tmp:
+    jax.profiler.start_trace(tmp)
+    out = None
+    for _ in range(steps):
+      out = fn(*args_fn())
+    jax.block_until_ready(out)
+    jax.profiler.stop_trace()
+    data = ProfileData.from_file(sorted(glob.glob(f"{tmp}/**/*.xplane.pb", recursive=True))[-1])
+  total, count = collections.Counter(), collections.Counter()
+  for plane in data.planes:
+    for line in plane.lines:
+      if line.name.startswith(("python", "tf_XLAPjRt")):
+        continue
+      for ev in line.events:  # XLA ops only: no Python frames, executor or pool bookkeeping.
+        if ev.name.startswith(("$", "ThunkExecutor", "end: ", "SlinkyThreadPool", "Pjit")):
+          continue
+        kind = re.sub(r"\.\d+$", "", ev.name)
+        total[kind] += ev.duration_ns
+        count[kind] += 1
+  all_ms = sum(total.values()) / 1e6 / steps
+  return {"op_time_per_step_ms": all_ms, "ops": [
+      {"op": k, "ms_per_step": v / 1e6 / steps, "share": v / 1e6 / steps / max(all_ms, 1e-9),
+       "calls_per_step": count[k] / steps} for k, v in total.most_common(top)]}
+
+
+def throughput(config, workdir: str, steps: int, warmup: int, peak: float,
+               devices=None, profile_steps: int = 0) -> dict:
+  import flax.linen as nn
+  import jax
+  import numpy as np
+
+  from jaxlm import train
+
+  t0 = time.perf_counter()
+  run = train.Run(config, workdir, devices)
+  state = run.init_state()
+  batches = _device_batches(run, min(max(steps, 1), 16))
+  setup_s = time.perf_counter() - t0
+  d = config.data
+  tokens_per_step = d.batch_size * d.seq_len
+  with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
+    t0 = time.perf_counter()
+    compiled = run.jit_train_step().lower(state, batches[0]).compile()
+    compile_s = time.perf_counter() - t0
+    for i in range(warmup):
+      state, m = compiled(state, batches[i % len(batches)])
+    jax.block_until_ready(m if warmup else state)
+    times = []
+    for i in range(steps):  # One at a time: each step's own wall time.
+      t = time.perf_counter()
+      state, m = compiled(state, batches[i % len(batches)])
+      jax.block_until_ready(m)
+      times.append(time.perf_counter() - t)
+    t = time.perf_counter()  # Back to back, as the training loop dispatches them.
+    for i in range(steps):
+      state, m = compiled(state, batches[i % len(batches)])
+    jax.block_until_ready(m)
+    loop_s = (time.perf_counter() - t) / max(steps, 1)
+    final_loss = float(m["train_loss"])
+    prof = None
+    if profile_steps:
+      holder = {"state": state, "i": 0}
+
+      def next_args():
+        holder["i"] += 1
+        return holder["state"], batches[holder["i"] % len(batches)]
+
+      def run_step(st, b):
+        holder["state"], met = compiled(st, b)
+        return met
+      prof = op_profile(run_step, next_args, profile_steps)
+  step_s = float(np.median(times))
+  n_dev = run.mesh.size
+  tps = tokens_per_step / step_s
+  flops_s = tps * run.flops_per_token
+  return {
+      "mode": "throughput", "params": run.num_params, "non_embedding_params": run.num_non_embedding,
+      "vocab_size": run.tokenizer.vocab_size, "padded_vocab": run.model.cfg.padded_vocab,
+      "devices": n_dev, "platform": jax.devices()[0].platform,
+      "batch_size": d.batch_size, "seq_len": d.seq_len, "tokens_per_step": tokens_per_step,
+      "dtype": config.model.dtype, "setup_s": setup_s, "compile_s": compile_s, "steps": steps,
+      "step_time_median_s": step_s, "step_time_min_s": float(np.min(times)),
+      "step_time_p90_s": float(np.percentile(times, 90)), "loop_step_time_s": loop_s,
+      "tokens_per_s": tps, "loop_tokens_per_s": tokens_per_step / loop_s,
+      "flops_per_token": run.flops_per_token, "flops_formula": FLOPS_FORMULA,
+      "xla_flops_per_step": xla_flops(compiled), "achieved_flops_per_s": flops_s,
+      "peak_flops_per_device": peak, "mfu": flops_s / (peak * n_dev),
+      "loop_mfu": tokens_per_step / loop_s * run.flops_per_token / (peak * n_dev),
+      "compiled_memory_bytes": compiled_memory(compiled),
+      "peak_host_memory_mb": host_memory_mb(),
+      "peak_device_memory_mb": device_memory_mb(jax.devices()[0]),
+      "final_train_loss": final_loss, "op_profile": prof,
+  }
+
+
+def time_to_loss(config, workdir: str, target: float, max_seconds: float,
+                 devices=None) -> dict:
+  """Trains until the whole validation split's loss is <= target; wall time incl. compile."""
+  import flax.linen as nn
+  import jax
+
+  from jaxlm import train
+  from jaxlm.data import pipeline
+
+  t_start = time.perf_counter()
+  run = train.Run(config, workdir, devices)
+  state = run.init_state()
+  train_fn, eval_fn = run.jit_train_step(), run.jit_eval_step()
+  it = iter(pipeline.train_dataset(config.data, run.tokenizer, config.seed,
+                                   jax.process_index(), jax.process_count()))
+  prefetch = pipeline.Prefetcher(it, run.to_global, config.data.prefetch)
+  cache: dict = {}
+  history, reached, step, m = [], None, 0, None
+  try:
+    with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
+      for step in range(1, config.num_train_steps + 1):
+        state, m = train_fn(state, next(prefetch)[0])
+        if step % config.eval_every_steps and step != config.num_train_steps:
+          continue
+        # A cheap estimate on the first eval_steps batches; the whole split only when close.
+        quick = train.evaluate(run, state.params, eval_fn, max_batches=config.eval_steps,
+                               cache=cache)["loss"]
+        row = {"step": step, "elapsed_s": time.perf_counter() - t_start,
+               "train_loss": float(m["train_loss"]), "quick_eval_loss": quick}
+        if quick <= target + 0.03:
+          row["eval_loss"] = train.evaluate(run, state.params, eval_fn, cache=cache)["loss"]
+          row["elapsed_s"] = time.perf_counter() - t_start
+        history.append(row)
+        print(json.dumps(row), flush=True)
+        if row.get("eval_loss", float("inf")) <= target:
+          reached = row
+          break
+        if time.perf_counter() - t_start > max_seconds:
+          break
+  finally:
+    prefetch.close()
+  last = history[-1] if history else {}
+  if reached is None and history and "eval_loss" not in last:  # Report the real final loss.
+    with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
+      last["eval_loss"] = train.evaluate(run, state.params, eval_fn, cache=cache)["loss"]
+  return {
+      "mode": "time_to_loss", "target_loss": target, "reached": reached is not None,
+      "wall_time_s": (reached or last).get("elapsed_s"), "steps": step,
+      "eval_loss": (reached or last).get("eval_loss"), "params": run.num_params,
+      "tokens_per_step": config.data.batch_size * config.data.seq_len,
+      "tokens_seen": step * config.data.batch_size * config.data.seq_len,
+      "history": history, "peak_host_memory_mb": host_memory_mb(),
+  }
+
+
+def print_table(result: dict) -> None:
+  rows = [(k, v) for k, v in result.items() if k not in ("history", "op_profile")]
+  width = max(len(k) for k, _ in rows)
+  for k, v in rows:
+    if isinstance(v, float):
+      v = f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+    elif isinstance(v, dict):
+      v = ", ".join(f"{a}={b / 2 ** 20:.1f}MiB" if "bytes" in k else f"{a}={b}"
+                    for a, b in v.items())
+    print(f"{k:<{width}}  {v}")
+  prof = result.get("op_profile")
+  if prof:
+    print(f"op time per step (all threads): {prof['op_time_per_step_ms']:.1f} ms")
+    for o in prof["ops"]:
+      print(f"  {o['ms_per_step']:8.2f} ms  {100 * o['share']:5.1f}%  x{o['calls_per_step']:<6.1f}"
+            f" {o['op']}")
+
+
+def environment() -> dict:
+  import jax
+  return {"jax": jax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+          "loadavg": os.getloadavg(), "cpu_count": os.cpu_count(),
+          "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
