@@ -14,14 +14,17 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxlm import config as config_lib
-from jaxlm import train
+from jaxlm import evaluate, finetune, train
 from jaxlm.checkpoint import CheckpointError
 from jaxlm.data.sources import DataError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the tokenizer.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to do with the workdir.")
+flags.DEFINE_enum("mode", None, ["train", "eval"],
+                  "train, or eval a checkpoint (default: config.mode).")
+flags.DEFINE_string("step", "", "eval: checkpoint step; '' = latest, 'best' = best on validation.")
+flags.DEFINE_string("split", "", "eval: split to evaluate; '' = config.data.eval_split.")
 flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
@@ -48,8 +51,15 @@ def main(argv) -> None:
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   logging.info("JAX %s, process %d/%d, %d devices", jax.__version__, jax.process_index(),
                jax.process_count(), jax.device_count())
+  mode = FLAGS.mode or FLAGS.config.mode
   try:
-    train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    if mode == "eval":
+      print(evaluate.format_result(evaluate.evaluate_checkpoint(
+          FLAGS.config, FLAGS.workdir, FLAGS.step or None, FLAGS.split or None)))
+    elif FLAGS.config.finetune.task != "lm":
+      finetune.train_task(FLAGS.config, FLAGS.workdir)
+    else:
+      train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except USER_ERRORS as e:
     logging.error("%s", e)
     print(f"error: {e}", file=sys.stderr)
