@@ -11,6 +11,8 @@ import math
 
 import ml_collections
 
+from jaxlm.data.cleaning import clean_config
+
 # Mesh axes, outermost first. Rules below map the model's logical axis names to these.
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -74,6 +76,27 @@ def base_config() -> ml_collections.ConfigDict:
   d.document_attention = False  # Keep attention (and positions) within each document.
   d.shuffle = True  # Shuffle documents (by seed, reshuffled each epoch).
   d.prefetch = 2  # Batches prepared ahead on a background thread.
+  # Local files (data.path): format and fields. Every source yields examples with 'text', plus
+  # 'label' (int id) when label_key is set and 'target' for parallel pairs / target_key.
+  d.format = "text"  # text | jsonl | tsv | csv (header row) | parallel (line-aligned pairs).
+  d.label_key = ""  # jsonl field / table column / tfds feature holding a label; '' = none.
+  d.labels = ()  # Label names, id = position (e.g. ('neg', 'pos')); else see num_classes.
+  d.num_classes = 0  # Integer labels 0..n-1 (used when data.labels is empty).
+  d.target_key = ""  # Field/column/tfds feature of a second text (e.g. 'de'); '' = none.
+  d.target_path = ""  # parallel: target file(s), line-aligned with data.path, same order.
+  d.eval_path = ""  # Local file(s) for the validation split; '' = split data.path instead.
+  d.eval_target_path = ""  # parallel: target file(s) aligned with data.eval_path.
+  d.encoding_errors = "replace"  # Non-UTF-8 bytes: replace (by U+FFFD, counted) | strict.
+  d.packing = "pack"  # pack (concatenate documents) | pad (one document per row, padded).
+  d.truncate = True  # pad: cut documents longer than seq_len+1 tokens; False = error.
+  d.word_lowercase = False  # word only.
+  d.word_eos_per_line = True  # word only: each newline is an <eos> token.
+  d.spm_max_sentences = 1_000_000  # spm only: training lines read at most.
+  d.spm_max_chars = 100_000_000  # spm only: training characters read at most.
+  # Cleaning (jaxlm.data.cleaning): applied when the dataset is prepared (on first use or by
+  # `python -m jaxlm.prepare`), and part of the prepared dataset's hash.
+  d.clean = clean_config()
+  d.clean.enabled = False  # Off: documents are used as read.
 
   c.model = m = ml_collections.ConfigDict()
   m.family = "gpt"

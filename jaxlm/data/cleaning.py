@@ -205,6 +205,15 @@ def _step(enabled: bool) -> dict:
 def clean_documents(docs: Iterable[str], cfg=None) -> tuple[list[str], dict]:
   """Kept documents (in input order) and a JSON-serializable report.
 
+  See `clean_indexed` for the report's fields.
+  """
+  texts, _, report = clean_indexed(docs, cfg)
+  return texts, report
+
+
+def clean_indexed(docs: Iterable[str], cfg=None) -> tuple[list[str], list[int], dict]:
+  """Kept documents, the input index of each (to carry labels/targets along), and a report.
+
   Report: `docs_in/out`, `chars_in/out`, `pii_counts` per kind, and `steps`,
   per step `enabled`, `removed`, `changed`, up to 3 `examples` (input `index`
   plus truncated text; PII in examples is scrubbed whenever `pii` is on), and
@@ -310,7 +319,7 @@ def clean_documents(docs: Iterable[str], cfg=None) -> tuple[list[str], dict]:
 
   report["docs_out"] = len(texts)
   report["chars_out"] = sum(map(len, texts))
-  return texts, report
+  return texts, index, report
 
 
 def format_report(report: dict, examples: bool = True) -> str:

@@ -32,11 +32,11 @@ from jaxlm.data.tokenizers import Tokenizer
 class _Tokenize(grain.transforms.Map):
   """Example -> int32 ids of its text followed by EOS."""
 
-  def __init__(self, tokenizer: Tokenizer, text_key: str):
-    self._tok, self._key = tokenizer, text_key
+  def __init__(self, tokenizer: Tokenizer):
+    self._tok = tokenizer
 
   def map(self, example) -> np.ndarray:
-    ids = self._tok.encode(sources.decode_text(example[self._key]))
+    ids = self._tok.encode(sources.decode_text(example["text"]))
     return np.append(ids, np.int32(self._tok.eos_id)).astype(np.int32)
 
 
@@ -144,30 +144,46 @@ def documents(d, split: str, process_index: int = 0, process_count: int = 1) -> 
 
 
 def train_dataset(d, tokenizer: Tokenizer, seed: int, process_index: int = 0,
-                  process_count: int = 1) -> grain.IterDataset:
-  """Infinite stream of batches {tokens, segment_ids, positions}: [B_local, seq_len+1]."""
+                  process_count: int = 1, with_labels: bool = False) -> grain.IterDataset:
+  """Infinite stream of batches {tokens, segment_ids, positions}: [B_local, seq_len+1].
+
+  `data.packing='pad'` gives one document per row instead (see `_PadRow`);
+  `with_labels` then adds each row's `label` id, [B_local].
+  """
   ds = documents(d, d.train_split, process_index, process_count)
   if d.shuffle:
     ds = ds.shuffle(seed=seed)
-  ds = ds.repeat(None).map(_Tokenize(tokenizer, d.text_key))
+  local_bs = d.batch_size // process_count
+  if _packing(d) == "pad":
+    ds = ds.repeat(None).map(_PadRow(tokenizer, d.seq_len + 1, d.get("truncate", True),
+                                     with_labels))
+    return ds.to_iter_dataset().batch(local_bs, drop_remainder=True)
+  ds = ds.repeat(None).map(_Tokenize(tokenizer))
   packed = PackIterDataset(ds.to_iter_dataset(), d.seq_len + 1)
-  return packed.batch(d.batch_size // process_count, drop_remainder=True)
+  return packed.batch(local_bs, drop_remainder=True)
 
 
 def eval_batches(d, tokenizer: Tokenizer, split: str | None = None, process_index: int = 0,
-                 process_count: int = 1, max_batches: int = -1) -> list[dict[str, np.ndarray]]:
+                 process_count: int = 1, max_batches: int = -1,
+                 with_labels: bool = False) -> list[dict[str, np.ndarray]]:
   """The whole split in order as padded batches of this process's share.
 
   Every process returns the same number of batches (short ones are padded
   with all-pad batches by the caller's agreement on `num_batches`), and padding
-  tokens have target id 0 (pad), which the loss ignores.
+  tokens have target id 0 (pad), which the loss ignores. Padding rows have all
+  segment ids 0 (and label -1 with `with_labels`).
   """
   split = split or d.eval_split
-  ds = documents(d, split, process_index, process_count).map(_Tokenize(tokenizer, d.text_key))
-  packed = PackIterDataset(ds.to_iter_dataset(), d.seq_len + 1, pad_last=True)
+  ds = documents(d, split, process_index, process_count)
+  if _packing(d) == "pad":
+    rows_ds = ds.map(_PadRow(tokenizer, d.seq_len + 1, d.get("truncate", True), with_labels))
+    rows_iter = iter(rows_ds.to_iter_dataset())
+  else:
+    rows_iter = iter(PackIterDataset(ds.map(_Tokenize(tokenizer)).to_iter_dataset(),
+                                     d.seq_len + 1, pad_last=True))
   local_bs = d.batch_size // process_count
   batches, rows = [], []
-  for window in packed:
+  for window in rows_iter:
     rows.append(window)
     if len(rows) == local_bs:
       batches.append(_stack(rows))
@@ -175,9 +191,57 @@ def eval_batches(d, tokenizer: Tokenizer, split: str | None = None, process_inde
       if 0 < max_batches <= len(batches):
         return batches
   if rows:
-    rows += [{k: np.zeros_like(v) for k, v in rows[0].items()}] * (local_bs - len(rows))
+    pad = {k: np.zeros_like(v) for k, v in rows[0].items()}
+    if "label" in pad:
+      pad["label"] = np.int32(-1)
+    rows += [pad] * (local_bs - len(rows))
     batches.append(_stack(rows))
   return batches
+
+
+PACKINGS = ("pack", "pad")
+
+
+def _packing(d) -> str:
+  packing = d.get("packing", "pack")
+  if packing not in PACKINGS:
+    raise sources.DataError(f"config.data.packing={packing!r} is not one of {PACKINGS}.")
+  return packing
+
+
+class _PadRow(grain.transforms.Map):
+  """Example -> one padded row: BOS, its ids, EOS, then pad (id 0) up to `length`.
+
+  For classification-style data: a row never mixes documents, segment ids are
+  1 on tokens and 0 on padding (so the loss mask, targets != pad, excludes
+  padding) and positions count from 0. A document longer than the row is cut
+  (`truncate`) or is an error naming its length.
+  """
+
+  def __init__(self, tokenizer: Tokenizer, length: int, truncate: bool, with_labels: bool):
+    self._tok, self._length = tokenizer, length
+    self._truncate, self._with_labels = truncate, with_labels
+
+  def map(self, example) -> dict[str, np.ndarray]:
+    ids = np.concatenate([[self._tok.bos_id], self._tok.encode(sources.decode_text(
+        example["text"])), [self._tok.eos_id]]).astype(np.int32)
+    if len(ids) > self._length:
+      if not self._truncate:
+        raise sources.DataError(
+            f"A document of {len(ids)} tokens (with BOS/EOS) does not fit a row of "
+            f"data.seq_len+1={self._length} tokens. Fix: raise data.seq_len, or set "
+            "data.truncate=True to cut long documents.")
+      ids = ids[:self._length]
+    n = len(ids)
+    seg = (np.arange(self._length) < n).astype(np.int32)
+    out = {"tokens": np.pad(ids, (0, self._length - n)), "segment_ids": seg,
+           "positions": np.arange(self._length, dtype=np.int32) * seg}
+    if self._with_labels:
+      if "label" not in example:
+        raise sources.DataError("Labels were asked for but the dataset has none. Fix: set "
+                                "config.data.label_key (and labels/num_classes).")
+      out["label"] = np.int32(example["label"])
+    return out
 
 
 def empty_batch(d, process_count: int = 1) -> dict[str, np.ndarray]:
