@@ -148,19 +148,12 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample.temperature = 0.8
   c.sample.top_k = 20
 
-  # Fine-tuning and task evaluation (jaxlm/finetune.py); task 'lm' = plain LM training.
+  # Fine-tuning and task evaluation (jaxlm/finetune.py); task 'lm' = plain LM training. Task
+  # data come from config.data: classify needs data.label_key (+ labels or num_classes),
+  # seq2seq data.format='parallel' (or data.target_key); data.packing is not used.
   c.finetune = f = ml_collections.ConfigDict()
   f.task = "lm"  # lm | classify | seq2seq.
   f.init_step = -1  # Step of config.init_from to start from; -1 = its latest checkpoint.
-  f.train_path = ""  # classify: TSV/CSV/JSONL file; seq2seq: path prefix (+ src/tgt suffix).
-  f.eval_path = ""  # Same for data.eval_split (validation).
-  f.test_path = ""  # Same for the split named 'test'.
-  f.tfds_name = ""  # classify: a prepared tfds dataset instead of files (e.g. glue/sst2).
-  f.text_key = "sentence"  # Column/feature with the text.
-  f.label_key = "label"  # Column/feature with the label.
-  f.labels = ""  # Comma-separated label set in class order; '' = sorted labels of train.
-  f.src_suffix = ".en"  # seq2seq: source file = path + src_suffix.
-  f.tgt_suffix = ".de"  # seq2seq: target file = path + tgt_suffix.
   f.pooling = "auto"  # classify: first | last | mean; auto = first (bert), last (gpt, lstm).
   f.head_dropout = 0.1  # classify: dropout on the pooled representation.
   f.freeze_backbone = False  # Train only the new head.

@@ -184,10 +184,7 @@ class TaskRun(train.Run):
       if workdir:
         pretrained.prepare_tokenizer(config, workdir, self.ref)
     self._raw: dict = {}
-    self._where: dict = {}
-    self.class_names: list[str] = []
-    if self.task == "classify":
-      self.class_names = tasks.label_names(f, self.raw(d.train_split)[1])
+    self.class_names = tasks.class_names(d) if self.task == "classify" else []
     super().__init__(config, workdir, devices)
     self.backbone = self.model
     if self.task == "classify":
@@ -208,22 +205,10 @@ class TaskRun(train.Run):
 
     return tok_lib.get_tokenizer(d.tokenizer, self.workdir, texts, d)
 
-  def raw(self, split: str) -> tuple[list[str], list[str]]:
-    """(texts, labels) or (sources, targets) of a split, read once."""
+  def raw(self, split: str) -> tuple[list[str], list]:
+    """(texts, label ids) or (sources, targets) of a split, read once."""
     if split not in self._raw:
-      f, d = self.config.finetune, self.config.data
-      if self.task == "classify" and f.tfds_name:
-        out = tasks.read_tfds_labeled(f.tfds_name, split, d.data_dir, f.text_key, f.label_key)
-        where = f"{f.tfds_name}[{split}]"
-      elif self.task == "classify":
-        where = tasks.split_path(f, d, split)
-        out = tasks.read_labeled(where, f.text_key, f.label_key)
-      else:
-        where = tasks.split_path(f, d, split)
-        out = tasks.read_pairs(where, f.src_suffix, f.tgt_suffix)
-      tasks.check_nonempty(len(out[0]), f"Split {split!r} ({where})")
-      self._raw[split] = out
-      self._where[split] = where
+      self._raw[split] = tasks.read_split(self.config.data, split, self.task)
     return self._raw[split]
 
   def arrays(self, split: str) -> dict[str, np.ndarray]:
@@ -232,7 +217,7 @@ class TaskRun(train.Run):
     seq_len = self.config.data.seq_len
     if self.task == "classify":
       ids = tasks.encode_classify(self.tokenizer, a, seq_len, self.pooling == "first")
-      labels = tasks.label_ids(b, self.class_names, self._where[split])
+      labels = np.asarray(b, np.int32)
       return {"ids": ids, "labels": labels, "weight": np.ones(len(a), np.float32)}
     enc = tasks.encode_pairs(self.tokenizer, a, b, seq_len)
     return {"tokens": enc["tokens"], "weights": enc["weights"],

@@ -10,105 +10,53 @@ is padded with rows of weight 0, so nothing is dropped or counted twice.
 
 from __future__ import annotations
 
-import csv
-import json
-import os
-
 import numpy as np
 
+from jaxlm.data import readers, sources
 from jaxlm.data.sources import DataError
 from jaxlm.data.tokenizers import CLS_ID, EOS_ID, PAD_ID, SEP_ID, Tokenizer
 
-FORMATS = (".tsv", ".csv", ".jsonl")
 
+def read_split(d, split: str, task: str) -> tuple[list[str], list]:
+  """(texts, label ids) or (sources, targets) of a split of `config.data`'s source.
 
-def split_path(f, d, split: str) -> str:
-  """The configured file (or pair prefix) of a split: train, data.eval_split or 'test'."""
-  field = {d.train_split: "train_path", d.eval_split: "eval_path", "test": "test_path"}.get(split)
-  if field is None:
-    raise DataError(f"Split {split!r} is not one of {d.train_split!r}, {d.eval_split!r}, 'test'"
-                    ". Fix: pick one of those (config.data.train_split/eval_split name them).")
-  path = os.path.expanduser(f[field])
-  if not path:
-    raise DataError(f"config.finetune.{field} is empty but split {split!r} was asked for. "
-                    "Fix: set it to the split's file.")
-  return path
-
-
-def read_labeled(path: str, text_key: str, label_key: str) -> tuple[list[str], list[str]]:
-  """(texts, labels as strings) from a TSV/CSV with a header row, or JSONL objects."""
-  ext = os.path.splitext(path)[1].lower()
-  if ext not in FORMATS:
-    raise DataError(f"{path}: unknown format {ext!r}. Fix: use one of {FORMATS}.")
-  if not os.path.isfile(path):
-    raise DataError(f"{path} does not exist. Fix: check config.finetune.*_path.")
-  texts, labels = [], []
-  with open(path, encoding="utf-8", newline="") as fh:
-    if ext == ".jsonl":
-      rows = (json.loads(line) for line in fh if line.strip())
-    else:  # TSV as GLUE writes it: no quoting; CSV with standard quoting.
-      quoting = csv.QUOTE_NONE if ext == ".tsv" else csv.QUOTE_MINIMAL
-      reader = csv.DictReader(fh, delimiter="\t" if ext == ".tsv" else ",", quoting=quoting)
-      cols = reader.fieldnames or []
-      missing = [k for k in (text_key, label_key) if k not in cols]
-      if missing:
-        raise DataError(f"{path}: no column {missing} in header {cols}. Fix: set "
-                        "config.finetune.text_key/label_key to the header's names.")
-      rows = reader
-    for i, row in enumerate(rows):
-      if text_key not in row or label_key not in row or row[label_key] is None:
-        raise DataError(f"{path}: row {i + 1} lacks {text_key!r} or {label_key!r}. Fix: "
-                        "check the file or config.finetune.text_key/label_key.")
-      texts.append(str(row[text_key]))
-      labels.append(str(row[label_key]).strip())
-  return texts, labels
-
-
-def read_tfds_labeled(name: str, split: str, data_dir: str, text_key: str,
-                      label_key: str) -> tuple[list[str], list[str]]:
-  """(texts, labels) of a prepared tfds dataset (e.g. glue/sst2); nothing is downloaded."""
-  import tensorflow_datasets as tfds
-
+  The data layer reads TSV/CSV/JSONL/parallel files or tfds datasets into
+  canonical examples (`text`, `label` id, `target`) and maps labels through
+  `data.labels` / `data.num_classes`; ids outside the set are refused here too
+  (tfds test splits use -1 for 'unlabeled').
+  """
+  src = sources.data_source(d, split)
+  n = len(src)
+  where = f"config.data split {split!r}"
+  check_nonempty(n, f"Split {split!r} of {d.path or d.name}")
+  texts = [sources.decode_text(src[i]["text"]) for i in range(n)]
+  key = "label" if task == "classify" else "target"
   try:
-    src = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
-  except Exception as e:
-    raise DataError(f"config.finetune.tfds_name={name!r} split {split!r} cannot be read ({e})."
-                    " Fix: prepare it where there is network (`tfds build`) and pass "
-                    "--config.data.data_dir, or use config.finetune.train_path files.") from e
-  texts, labels = [], []
-  for ex in src:
-    t = ex[text_key]
-    texts.append(t.decode("utf-8") if isinstance(t, bytes) else str(t))
-    labels.append(str(int(ex[label_key])))
-  return texts, labels
-
-
-def label_names(f, train_labels: list[str]) -> list[str]:
-  """The class names in id order: config.finetune.labels, else the sorted train labels."""
-  if f.labels:
-    names = [x.strip() for x in f.labels.split(",") if x.strip()]
-    if len(set(names)) != len(names):
-      raise DataError(f"config.finetune.labels={f.labels!r} repeats a label. Fix: list each "
-                      "class once.")
+    other = [src[i][key] for i in range(n)]
+  except KeyError as e:
+    need = ("config.data.label_key (and data.labels or data.num_classes)" if key == "label"
+            else "config.data.format='parallel' with data.target_path, or data.target_key")
+    raise DataError(f"{where} has no {key!r}: finetune.task={task!r} needs {need}. Fix: set "
+                    "it.") from e
+  if task == "classify":
+    num = len(readers.ReadOptions.from_config(d).label_names)
+    other = [int(x) for x in other]
+    bad = [i for i, x in enumerate(other) if not 0 <= x < num]
+    if bad:
+      raise DataError(f"{where}: row {bad[0] + 1} has label id {other[bad[0]]}, outside the "
+                      f"{num} configured classes ({len(bad)} such rows). Fix: set "
+                      "config.data.labels/num_classes to cover them, or use a labeled split.")
   else:
-    names = sorted(set(train_labels), key=lambda x: (not x.lstrip("-").isdigit(),
-                                                     int(x) if x.lstrip("-").isdigit() else 0, x))
+    other = [sources.decode_text(x) for x in other]
+  return texts, other
+
+
+def class_names(d) -> list[str]:
+  names = list(readers.ReadOptions.from_config(d).label_names)
   if len(names) < 2:
-    raise DataError(f"Only {len(names)} class(es) {names}: a classifier needs 2 or more. Fix: "
-                    "check config.finetune.label_key/labels.")
+    raise DataError(f"config.data: {len(names)} class(es) configured; a classifier needs 2 or "
+                    "more. Fix: set config.data.labels (names) or config.data.num_classes.")
   return names
-
-
-def label_ids(labels: list[str], names: list[str], where: str) -> np.ndarray:
-  """Labels -> ids; a label outside the set is an error naming the row and the set."""
-  index = {n: i for i, n in enumerate(names)}
-  out = np.empty(len(labels), np.int32)
-  for i, lab in enumerate(labels):
-    if lab not in index:
-      raise DataError(f"{where}: row {i + 1} has label {lab!r}, not in the label set {names}. "
-                      "Fix: correct the data or config.finetune.labels.")
-    out[i] = index[lab]
-  return out
 
 
 def encode_classify(tok: Tokenizer, texts: list[str], seq_len: int,
@@ -120,23 +68,6 @@ def encode_classify(tok: Tokenizer, texts: list[str], seq_len: int,
     row = np.concatenate([[CLS_ID], ids]) if first_token else np.append(ids, EOS_ID)
     out[i, :len(row)] = row
   return out
-
-
-def read_pairs(prefix: str, src_suffix: str, tgt_suffix: str) -> tuple[list[str], list[str]]:
-  """Line-aligned source/target files `prefix+src_suffix`, `prefix+tgt_suffix`."""
-  sides = []
-  for suffix in (src_suffix, tgt_suffix):
-    path = prefix + suffix
-    if not os.path.isfile(path):
-      raise DataError(f"{path} does not exist. Fix: check config.finetune.*_path (a prefix) and "
-                      "src_suffix/tgt_suffix.")
-    with open(path, encoding="utf-8") as fh:
-      sides.append([line.rstrip("\n") for line in fh])
-  src, tgt = sides
-  if len(src) != len(tgt):
-    raise DataError(f"{prefix}{src_suffix} has {len(src)} lines but {prefix}{tgt_suffix} has "
-                    f"{len(tgt)}: they must be line-aligned.")
-  return src, tgt
 
 
 def encode_pairs(tok: Tokenizer, src: list[str], tgt: list[str],
