@@ -31,14 +31,14 @@ def get_config(arg: str | None = None):
   d.text_key = "sentence"
   d.tokenizer = "word"
   d.word_min_count = 2
-  d.word_max_size = 6000
+  d.word_max_size = 3000
   d.batch_size = 32
-  d.seq_len = 64
+  d.seq_len = 32  # SST-2 sentences average ~19 words; longer ones are cut.
   m = c.model
   m.num_layers = 2
   m.num_heads = 4
-  m.emb_dim = 128
-  m.mlp_dim = 512
+  m.emb_dim = 64
+  m.mlp_dim = 256
   m.dropout = 0.1
   if "bert" in args:
     m.family = "bert"
@@ -52,10 +52,10 @@ def get_config(arg: str | None = None):
   if "pretrain" in args:  # Next-token (or MLM for bert) pretraining on the sentences alone.
     d.doc_unit = "line"
     d.val_fraction = 0.02
-    c.num_train_steps = 800
+    c.num_train_steps = 400
     c.eval_every_steps = 100
     c.eval_steps = 20
-    c.checkpoint_every_steps = 400
+    c.checkpoint_every_steps = 200
     c.sample.num_tokens = 20
     c.sample.prompt = "this movie is"
   else:
@@ -64,11 +64,11 @@ def get_config(arg: str | None = None):
     d.num_classes = 2
     c.finetune.task = "classify"
     c.finetune.best_metric = "accuracy"
-    c.finetune.patience = 4
+    c.finetune.patience = 0
     o.learning_rate = 5e-4
-    c.num_train_steps = 500
-    c.eval_every_steps = 50
-    c.checkpoint_every_steps = 250
+    c.num_train_steps = 300
+    c.eval_every_steps = 30
+    c.checkpoint_every_steps = 150
     c.keep_checkpoints = 2
   if "smoke" in args:
     c.num_train_steps = 20

@@ -71,7 +71,7 @@ def test_restore_into_head_train_best_and_eval(pretrain, labeled, data_dir, tmp_
   assert leaves and all(np.array_equal(np.asarray(x), np.asarray(y)) for (_, x), y in
                         zip(leaves, jax.tree.leaves(saved), strict=True))
   assert state.params["head"]["kernel"].shape == (c.model.emb_dim, 3)
-  scratch = finetune.TaskRun(classify_config(labeled, data_dir), None).init_state()
+  scratch = train.Run.init_state(run)  # The same model, randomly initialised.
   emb = lambda s: np.asarray(s.params["backbone"]["embed"]["embedding"])
   assert not np.array_equal(emb(state), emb(scratch))
 
@@ -88,20 +88,17 @@ def test_restore_into_head_train_best_and_eval(pretrain, labeled, data_dir, tmp_
   assert sum(v["support"] for v in saved["per_class"].values()) == 37
 
 
-def test_freeze_backbone_moves_only_the_head(pretrain, labeled, data_dir, tmp_path):
-  c = classify_config(labeled, data_dir, pretrain[0], **{"finetune.freeze_backbone": True})
-  run = finetune.TaskRun(c, str(tmp_path))
-  state = run.init_state()
-  before = jax.tree.map(np.asarray, state.params)
-  step = run.jit_task_train_step()
-  it = tasks.ArrayIterator(run.arrays("train"), c.data.batch_size, 0)
-  with jax.set_mesh(run.mesh):
-    for _ in range(2):
-      state, _ = step(state, run.to_global(next(it)))
-  after = jax.tree.map(np.asarray, state.params)
-  same = jax.tree.map(np.array_equal, before["backbone"], after["backbone"])
-  assert all(jax.tree.leaves(same))
-  assert not np.array_equal(before["head"]["kernel"], after["head"]["kernel"])
+def test_freeze_backbone_zeroes_backbone_updates(labeled, data_dir):
+  c = classify_config(labeled, data_dir, **{"finetune.freeze_backbone": True})
+  tx = finetune.make_optimizer(c, c.model.num_layers)[0]
+  params = {"head": {"kernel": jnp.ones((4, 3))},
+            "backbone": {"stack": {"layer_0": {"w": jnp.ones((4, 4))}}}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  state = tx.init(params)
+  for _ in range(3):  # Past warmup's zero LR at step 0.
+    updates, state = tx.update(grads, state, params)
+  assert not np.any(np.asarray(updates["backbone"]["stack"]["layer_0"]["w"]))
+  assert np.all(np.asarray(updates["head"]["kernel"]) != 0)
 
 
 def test_group_lr_factors(labeled, data_dir):
@@ -179,11 +176,11 @@ def test_seq2seq_trains_and_scores_bleu(tmp_path, data_dir):
         ws = [rng.choice(list(lex)) for _ in range(rng.randint(2, 4))]
         fe.write(" ".join(ws) + "\n")
         fd.write(" ".join(lex[w] for w in ws) + "\n")
-  c = tiny_config(str(tmp_path / "train.en"), data_dir, num_train_steps=4, eval_every_steps=4,
-                  checkpoint_every_steps=4, **{"data.seq_len": 48, "data.tokenizer": "char"})
+  c = tiny_config(str(tmp_path / "train.en"), data_dir, num_train_steps=2, eval_every_steps=2,
+                  checkpoint_every_steps=2, **{"data.seq_len": 48, "data.tokenizer": "char"})
   c.data.format, c.data.target_path = "parallel", str(tmp_path / "train.de")
   c.data.eval_path, c.data.eval_target_path = str(tmp_path / "val.en"), str(tmp_path / "val.de")
-  c.finetune.task, c.finetune.best_metric, c.finetune.max_decode_len = "seq2seq", "bleu", 6
+  c.finetune.task, c.finetune.best_metric, c.finetune.max_decode_len = "seq2seq", "bleu", 4
   out = finetune.train_task(c, str(tmp_path / "wd"))
   assert out["eval_generated"] == 9 and 0 <= out["eval_bleu"] <= 100
   assert out["eval_tokens"] > 0
@@ -208,7 +205,7 @@ def test_bad_inputs_fail_before_training(pretrain, labeled, data_dir, tmp_path):
     finetune.TaskRun(classify_config(labeled, data_dir, str(tmp_path / "nope")), None)
   with pytest.raises(CheckpointError, match="holds no checkpoint"):
     finetune.TaskRun(classify_config(labeled, data_dir, str(tmp_path)), None)
-  with pytest.raises(CheckpointError, match="stack/layer_0/mlp/wi/kernel has shape"):
+  with pytest.raises(CheckpointError, match=r"backbone/stack/layer_0/mlp/wi/\w+ has shape \(48,?"):
     finetune.TaskRun(classify_config(labeled, data_dir, pre_wd, **{"model.mlp_dim": 48}),
                      str(tmp_path / "a")).init_state()
   with pytest.raises(CheckpointError, match="'char' but the pretrained run"):
