@@ -37,6 +37,10 @@ DEFAULT_RULES = (
 )
 
 
+# config.model.family values: causal Transformer, masked-LM encoder, LSTM LM, Kneser-Ney n-gram.
+FAMILIES = ("gpt", "bert", "lstm", "ngram")
+
+
 class ConfigError(ValueError):
   """A config value that cannot work; the message names the field and the fix."""
 
@@ -125,6 +129,17 @@ def base_config() -> ml_collections.ConfigDict:
   m.scan_layers = False  # nn.scan over layers: compile time independent of depth.
   m.remat = "none"  # none | full | dots_saveable.
   m.attention_impl = ""  # jax.nn.dot_product_attention implementation; '' = default.
+  m.type_vocab_size = 0  # bert: segment/type embeddings (alternate packed documents); 0 = off.
+  m.lstm_hidden_dim = 0  # lstm: state width; 0 = emb_dim.
+  m.carry_state = False  # lstm: carry the state across windows (truncated BPTT) of B data lanes.
+
+  c.mlm = ml_collections.ConfigDict()  # Masked LM (family bert).
+  c.mlm.fraction = 0.15  # Share of (non-pad) tokens selected for prediction.
+  c.mlm.mask_prob = 0.8  # Of the selected: replaced by <mask> ...
+  c.mlm.random_prob = 0.1  # ... by a random token; the rest are kept unchanged.
+
+  c.ngram = ml_collections.ConfigDict()  # Count-based Kneser-Ney LM (family ngram).
+  c.ngram.order = 5
 
   c.optimizer = o = ml_collections.ConfigDict()
   o.learning_rate = 1e-3  # Peak.
@@ -223,6 +238,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int 
     _fail("model.num_kv_heads", f"{kv} does not divide num_heads={m.num_heads}.",
           "use a divisor of num_heads (1 = multi-query).")
   choices = {
+      "model.family": (m.family, FAMILIES),
       "model.position": (m.position, ("none", "learned", "sinusoidal", "rope", "alibi")),
       "model.attention": (m.attention, ("dot", "bilinear")),
       "model.norm": (m.norm, ("layernorm", "rmsnorm")),
@@ -240,3 +256,27 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int 
     _fail("optimizer.learning_rate", f"is {o.learning_rate}.", "use a positive number.")
   if o.warmup_steps < 0:
     _fail("optimizer.warmup_steps", f"is {o.warmup_steps}.", "use 0 or more.")
+  _validate_families(c)
+
+
+def _validate_families(c: ml_collections.ConfigDict) -> None:
+  """Checks of the family-specific fields (mlm, lstm, ngram)."""
+  m = c.model
+  if "mlm" in c:
+    for f in ("fraction", "mask_prob", "random_prob"):
+      if not 0.0 <= c.mlm[f] <= 1.0:
+        _fail(f"mlm.{f}", f"is {c.mlm[f]}.", "use a probability in [0, 1].")
+    if c.mlm.mask_prob + c.mlm.random_prob > 1.0:
+      _fail("mlm.random_prob", f"mask_prob + random_prob = {c.mlm.mask_prob + c.mlm.random_prob}"
+            " exceeds 1.", "make the two sum to at most 1 (the rest keep their token).")
+    if m.family == "bert" and c.mlm.fraction <= 0:
+      _fail("mlm.fraction", "is 0: no token would be predicted.", "use e.g. 0.15.")
+  if m.get("carry_state", False):
+    if m.family != "lstm":
+      _fail("model.carry_state", f"only applies to family 'lstm', not {m.family!r}.",
+            "set model.carry_state=False.")
+    if c.optimizer.grad_accum_steps != 1:
+      _fail("optimizer.grad_accum_steps", "must be 1 with model.carry_state (each batch row is "
+            "a data lane whose state carries to the next step).", "set it to 1.")
+  if m.family == "ngram" and c.ngram.order < 1:
+    _fail("ngram.order", f"is {c.ngram.order}.", "use 1 or more (5 is usual).")

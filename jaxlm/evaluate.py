@@ -58,6 +58,8 @@ def evaluate_checkpoint(config, workdir: str, step: str | int | None = None,
                         split: str | None = None, devices=None) -> dict:
   """Evaluates one checkpoint of `workdir` on `split` (default data.eval_split)."""
   split = split or config.data.eval_split
+  if config.model.family == "ngram":
+    return _evaluate_ngram(config, workdir, split)
   ck, chosen, which = _checkpointer(workdir, step)
   try:
     meta = ck.restore_meta(chosen)
@@ -86,6 +88,29 @@ def evaluate_checkpoint(config, workdir: str, step: str | int | None = None,
       json.dump(out, f, indent=1)
   logging.info("eval %s step %d (%s): %s -> %s", split, chosen, which, finetune.summary(result)
                or result, path)
+  return out
+
+
+def _evaluate_ngram(config, workdir: str, split: str) -> dict:
+  """The fitted n-gram model of `workdir` (no steps: it is fitted once) on `split`."""
+  import numpy as np
+
+  from jaxlm import ngram_run
+  from jaxlm.data import tokenizers as tok_lib
+  from jaxlm.ngram import KneserNeyLM
+
+  path = os.path.join(workdir, ngram_run.MODEL_FILE)
+  if not os.path.isfile(path):
+    raise ckpt_lib.CheckpointError(f"No fitted n-gram model at {path}. Fix: run --mode=train "
+                                   "with this config and --workdir first.")
+  tok = tok_lib.load_tokenizer(workdir)
+  lm = KneserNeyLM.load(path)
+  result = ngram_run.evaluate(lm, ngram_run.tokenized_docs(config.data, split, tok),
+                              np.asarray(tok.token_bytes()))
+  out = {"split": split, "step": 0, "checkpoint": "latest", "task": "lm", "family": "ngram",
+         **result}
+  with open(os.path.join(workdir, f"eval_{split}_0.json"), "w") as f:
+    json.dump(out, f, indent=1)
   return out
 
 

@@ -45,6 +45,13 @@ def validate_task(c) -> None:
       c.model.family != "bert":
     raise ConfigError("config.finetune.pooling='first' on a causal model: the first token sees "
                       "nothing of the text. Fix: use 'last' or 'mean' (or a bert backbone).")
+  if f.task == "seq2seq" and (c.model.family not in ("gpt", "lstm") or not c.model.causal):
+    raise ConfigError(f"config.finetune.task='seq2seq' generates left to right and needs a causal "
+                      f"model, not family={c.model.family!r} (causal={c.model.causal}). Fix: "
+                      "use model.family='gpt' or 'lstm'.")
+  if c.model.family == "ngram" and f.task != "lm":
+    raise ConfigError("config.model.family='ngram' is count-based and cannot be fine-tuned. "
+                      "Fix: use gpt, bert or lstm.")
   if f.best_metric not in BEST_METRICS:
     raise ConfigError(f"config.finetune.best_metric: {f.best_metric!r} is not one of "
                       f"{tuple(BEST_METRICS)}. Fix: pick one.")

@@ -56,6 +56,9 @@ def main(argv) -> None:
     if mode == "eval":
       print(evaluate.format_result(evaluate.evaluate_checkpoint(
           FLAGS.config, FLAGS.workdir, FLAGS.step or None, FLAGS.split or None)))
+    elif FLAGS.config.model.family == "ngram":  # Count-based: fit and evaluate, no train loop.
+      from jaxlm import ngram_run
+      ngram_run.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     elif FLAGS.config.finetune.task != "lm":
       finetune.train_task(FLAGS.config, FLAGS.workdir)
     else:

@@ -6,11 +6,13 @@ combine exactly: the mean is taken once, over all real tokens.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
 
-from jaxlm.data.tokenizers import PAD_ID
+from jaxlm.data.tokenizers import MASK_ID, NUM_SPECIAL, PAD_ID
 
 
 def split_window(batch: dict) -> dict:
@@ -36,3 +38,93 @@ def cross_entropy_sums(logits_BLV: jax.Array, targets_BL: jax.Array,
       "weight_sum": jnp.sum(weights_BL),
       "correct_sum": jnp.sum(correct_BL * weights_BL),
   }
+
+
+# ----------------------------------------------------------------------------- masked LM
+
+
+def mask_tokens(rng, tokens_BL: jax.Array, vocab_size: int, fraction: float = 0.15,
+                mask_prob: float = 0.8, random_prob: float = 0.1) -> tuple[jax.Array, jax.Array]:
+  """BERT corruption: (inputs, selected). Each non-pad token is selected with `fraction`;
+
+  a selected token becomes <mask> with `mask_prob`, a random non-special token with
+  `random_prob`, and stays itself otherwise. The loss is taken on `selected` only.
+  """
+  k_sel, k_kind, k_rand = jax.random.split(rng, 3)
+  shape = tokens_BL.shape
+  selected_BL = (jax.random.uniform(k_sel, shape) < fraction) & (tokens_BL != PAD_ID)
+  u_BL = jax.random.uniform(k_kind, shape)
+  random_BL = jax.random.randint(k_rand, shape, NUM_SPECIAL, max(vocab_size, NUM_SPECIAL + 1))
+  inputs_BL = jnp.where(selected_BL & (u_BL < mask_prob), MASK_ID, tokens_BL)
+  to_random_BL = selected_BL & (u_BL >= mask_prob) & (u_BL < mask_prob + random_prob)
+  inputs_BL = jnp.where(to_random_BL, random_BL, inputs_BL)
+  return inputs_BL.astype(tokens_BL.dtype), selected_BL
+
+
+def masked_lm_inputs(batch: dict, rng, vocab_size: int, fraction: float, mask_prob: float,
+                     random_prob: float, document_attention: bool) -> dict:
+  """Packed windows -> corrupted inputs, original targets, weights on the selected tokens.
+
+  A window's last token is the next window's first, so only `tokens[:, :-1]` is used:
+  every token of the stream is a masking candidate exactly once. Attention is always
+  given segment ids so that padding (segment 0) is never attended to; without
+  `document_attention` all real tokens share segment 1. Type ids alternate between
+  consecutive packed documents (BERT's sentence A/B).
+  """
+  tokens = batch["tokens"][:, :-1]
+  seg = batch["segment_ids"][:, :-1]
+  # The mask depends on the step's key and the batch content: deterministic in train and eval.
+  key = jax.random.fold_in(
+      rng, jnp.sum(tokens * (jnp.arange(tokens.shape[1]) + 1)).astype(jnp.uint32))
+  inputs, selected = mask_tokens(key, tokens, vocab_size, fraction, mask_prob, random_prob)
+  return {
+      "inputs": inputs,
+      "targets": tokens,
+      "weights": selected.astype(jnp.float32),
+      "segment_ids": seg if document_attention else (tokens != PAD_ID).astype(jnp.int32),
+      "positions": batch["positions"][:, :-1] if document_attention else None,
+      "type_ids": jnp.where(seg > 0, (seg - 1) % 2, 0),
+  }
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """What the model is trained to predict; chosen from the family (see `for_config`).
+
+  causal_lm: every next token (GPT, LSTM). masked_lm: the selected tokens of a
+  corrupted input (BERT). Hashable, so it is a static argument of the jitted steps.
+  """
+
+  name: str = "causal_lm"
+  vocab_size: int = 0
+  fraction: float = 0.15
+  mask_prob: float = 0.8
+  random_prob: float = 0.1
+  use_type_ids: bool = False
+
+  def inputs(self, batch: dict, rng, document_attention: bool) -> dict:
+    """Model inputs, targets and weights of a batch of packed windows."""
+    if self.name == "masked_lm":
+      b = masked_lm_inputs(batch, jax.random.fold_in(rng, 1), self.vocab_size, self.fraction,
+                           self.mask_prob, self.random_prob, document_attention)
+      if not self.use_type_ids:
+        del b["type_ids"]
+      return b
+    b = split_window(batch)
+    if not document_attention:
+      b["segment_ids"] = None
+      b["positions"] = None
+    return b
+
+
+OBJECTIVES = {"gpt": "causal_lm", "lstm": "causal_lm", "bert": "masked_lm"}
+
+
+def for_config(config, vocab_size: int) -> Objective:
+  """The objective of `config.model.family` with its `config.mlm` settings."""
+  name = OBJECTIVES.get(config.model.family, "causal_lm")
+  if name == "causal_lm":
+    return Objective(name)
+  mlm = config.mlm
+  return Objective(name, vocab_size, float(mlm.fraction), float(mlm.mask_prob),
+                   float(mlm.random_prob), bool(config.model.get("type_vocab_size", 0)))

@@ -25,7 +25,7 @@ from absl import logging
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import config as config_lib
 from jaxlm import faults, generate, models, objectives, optim, sharding
-from jaxlm.data import pipeline, sources
+from jaxlm.data import lanes, pipeline, sources
 from jaxlm.data import tokenizers as tok_lib
 from jaxlm.metric_writer import MetricWriter
 
@@ -38,6 +38,7 @@ class TrainState(flax.struct.PyTreeNode):
   step: jax.Array
   params: Any
   opt_state: Any
+  carry: Any = None  # Recurrent state carried across steps (lstm with model.carry_state).
 
 
 # ----------------------------------------------------------------------------- steps
@@ -53,19 +54,33 @@ def model_inputs(batch: dict, document_attention: bool) -> dict:
 
 
 def loss_and_metrics(params, model, batch: dict, rng, document_attention: bool,
-                     deterministic: bool) -> tuple[jax.Array, dict]:
-  b = model_inputs(batch, document_attention)
+                     deterministic: bool, objective: objectives.Objective | None = None,
+                     carry=None) -> tuple[jax.Array, dict]:
+  """Summed loss and metrics; with `carry` (recurrent state) sums['carry'] is the new state."""
+  if objective is None or objective.name == "causal_lm":
+    b = model_inputs(batch, document_attention)
+  else:
+    b = objective.inputs(batch, rng, document_attention)
+  extra = {"type_ids_BL": b["type_ids"]} if "type_ids" in b else {}
+  if carry is not None:
+    extra["carry"] = carry
   logits = model.apply({"params": params}, b["inputs"], b["positions"], b["segment_ids"],
-                       deterministic=deterministic, rngs={"dropout": rng})
+                       deterministic=deterministic, rngs={"dropout": rng}, **extra)
+  if carry is not None:
+    logits, carry = logits
   sums = objectives.cross_entropy_sums(logits, b["targets"], b["weights"])
+  if carry is not None:
+    sums["carry"] = jax.lax.stop_gradient(carry)
   return sums["loss_sum"], sums
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx, schedule, seed: int,
-               accum_steps: int, document_attention: bool, batch_sharding) -> tuple:
+               accum_steps: int, document_attention: bool, batch_sharding,
+               objective: objectives.Objective | None = None) -> tuple:
   """One optimizer step; `accum_steps` microbatches are scanned inside the jit."""
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
-  grad_fn = jax.grad(loss_and_metrics, has_aux=True)
+  grad_fn = jax.grad(functools.partial(loss_and_metrics, objective=objective, carry=state.carry),
+                     has_aux=True)
 
   if accum_steps == 1:
     grads, sums = grad_fn(state.params, model, batch, rng, document_attention, False)
@@ -86,6 +101,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, seed: int
                         document_attention, False)))
     (grads, sums), _ = jax.lax.scan(micro, zeros, (split, jnp.arange(accum_steps)))
 
+  carry = sums.pop("carry", None)
   denom = jnp.maximum(sums["weight_sum"], 1.0)
   grads = jax.tree.map(lambda g: g / denom, grads)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -97,15 +113,20 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, seed: int
       "lr": schedule(state.step),
       "tokens": sums["weight_sum"],
   }
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                       carry=carry), metrics
 
 
-def eval_step(params, batch: dict, *, model, token_bytes, document_attention: bool) -> dict:
+def eval_step(params, batch: dict, *, model, token_bytes, document_attention: bool,
+              objective: objectives.Objective | None = None) -> dict:
   """Summed loss, weight, correct and target bytes of one eval batch (padding weighs 0)."""
   loss_sum, sums = loss_and_metrics(params, model, batch, jax.random.key(0), document_attention,
-                                    True)
+                                    True, objective)
   del loss_sum
-  b = objectives.split_window(batch)
+  if objective is not None and objective.name != "causal_lm":
+    b = objective.inputs(batch, jax.random.key(0), document_attention)  # Same mask as above.
+  else:
+    b = objectives.split_window(batch)
   sums["byte_sum"] = jnp.sum(jnp.take(token_bytes, b["targets"]) * b["weights"])
   return sums
 
@@ -139,6 +160,8 @@ class Run:
     d = config.data
     self.tokenizer = self._tokenizer()
     self.model = models.build_model(config.model, self.tokenizer.vocab_size, d.seq_len)
+    self.objective = objectives.for_config(config, self.tokenizer.vocab_size)
+    self.carry_state = bool(config.model.get("carry_state", False))
     self.tx, self.schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
     self.batch_sharding = sharding.batch_sharding(self.mesh, self.rules)
     self.document_attention = bool(d.get("document_attention", False))
@@ -162,8 +185,10 @@ class Run:
     d = self.config.data
     ids = jnp.zeros((1, d.seq_len), jnp.int32)
     params = self.model.init({"params": rng, "dropout": rng}, ids)["params"]
+    carry = models.initial_carry(self.model, d.batch_size, boxed=True) if self.carry_state \
+        else None
     return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      opt_state=self.tx.init(params))
+                      opt_state=self.tx.init(params), carry=carry)
 
   def _init_shardings(self) -> None:
     with nn.logical_axis_rules(self.rules):
@@ -189,7 +214,8 @@ class Run:
     step = functools.partial(
         train_step, model=self.model, tx=self.tx, schedule=self.schedule, seed=self.config.seed,
         accum_steps=self.config.optimizer.grad_accum_steps,
-        document_attention=self.document_attention, batch_sharding=self.batch_sharding)
+        document_attention=self.document_attention, batch_sharding=self.batch_sharding,
+        objective=self.objective)
     return jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding),
                    out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
                    donate_argnums=(0,))
@@ -197,7 +223,8 @@ class Run:
   def jit_eval_step(self):
     step = functools.partial(eval_step, model=self.model,
                              token_bytes=jnp.asarray(self.tokenizer.token_bytes()),
-                             document_attention=self.document_attention)
+                             document_attention=self.document_attention,
+                             objective=self.objective)
     return jax.jit(step, in_shardings=(self.state_shardings.params, self.batch_sharding),
                    out_shardings=sharding.replicated(self.mesh))
 
@@ -239,7 +266,11 @@ def evaluate(run: Run, params, eval_step_fn, split: str | None = None,
         totals[k] = totals.get(k, 0.0) + float(v)
   w = max(totals.get("weight_sum", 0.0), 1.0)
   loss = totals.get("loss_sum", 0.0) / w
+  # Masked LM: loss/ppl/bpb/accuracy are over the selected (masked) tokens only.
+  mlm = {"mlm_accuracy": totals.get("correct_sum", 0.0) / w} \
+      if run.objective.name == "masked_lm" else {}
   return {
+      **mlm,
       "loss": loss,
       "ppl": float(np.exp(min(loss, 700.0))),
       "bpb": totals.get("loss_sum", 0.0) / (np.log(2) * max(totals.get("byte_sum", 0.0), 1.0)),
@@ -276,8 +307,9 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
       json.dump(ckpt_lib.flat_config(config), f, indent=1)
 
   checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints)
-  train_iter = iter(pipeline.train_dataset(config.data, run.tokenizer, config.seed,
-                                           jax.process_index(), jax.process_count()))
+  make_train = lanes.lane_dataset if run.carry_state else pipeline.train_dataset
+  train_iter = iter(make_train(config.data, run.tokenizer, config.seed, jax.process_index(),
+                               jax.process_count()))
   latest = checkpointer.latest_step()
   if latest is not None:
     ckpt_lib.check_compatible(checkpointer.restore_meta(latest), config,
@@ -360,7 +392,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     checkpointer.close()
     writer.close()
   logging.info("Trained steps %d-%d in %s", start, num_steps, _fmt_time(time.time() - t_start))
-  if is_main and config.sample.num_tokens > 0:
+  if is_main and config.sample.num_tokens > 0 and run.objective.name == "causal_lm":
     text = generate.sample_text(run.model, state.params, run.tokenizer, config.sample.prompt,
                                 config.sample.num_tokens, config.sample.temperature,
                                 config.sample.top_k, seed=config.seed, mesh=run.mesh,

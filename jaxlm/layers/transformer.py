@@ -53,6 +53,7 @@ class TransformerConfig:
   attention_impl: str = ""
   decode: bool = False
   sow_weights: bool = False
+  type_vocab_size: int = 0  # > 0: add segment/type embeddings (BERT's sentence A/B).
 
   @property
   def padded_vocab(self) -> int:
