@@ -52,10 +52,10 @@ def get_config(arg: str | None = None):
   if "pretrain" in args:  # Next-token (or MLM for bert) pretraining on the sentences alone.
     d.doc_unit = "line"
     d.val_fraction = 0.02
-    c.num_train_steps = 400
-    c.eval_every_steps = 100
+    c.num_train_steps = 1200
+    c.eval_every_steps = 200
     c.eval_steps = 20
-    c.checkpoint_every_steps = 200
+    c.checkpoint_every_steps = 400
     c.sample.num_tokens = 20
     c.sample.prompt = "this movie is"
   else:
@@ -66,9 +66,9 @@ def get_config(arg: str | None = None):
     c.finetune.best_metric = "accuracy"
     c.finetune.patience = 0
     o.learning_rate = 5e-4
-    c.num_train_steps = 300
-    c.eval_every_steps = 30
-    c.checkpoint_every_steps = 150
+    c.num_train_steps = 1200
+    c.eval_every_steps = 100
+    c.checkpoint_every_steps = 400
     c.keep_checkpoints = 2
   if "smoke" in args:
     c.num_train_steps = 20

@@ -200,6 +200,7 @@ class TaskRun(train.Run):
       self.pooling = pooling
       self.model = heads.Classifier(self.backbone, len(self.class_names), pooling,
                                     f.head_dropout)
+    self.carry_state = False  # Task rows are independent: no LSTM state across batches.
     self.tx, self.schedule = make_optimizer(config, config.model.num_layers)
     self._init_shardings()
 

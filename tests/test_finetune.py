@@ -49,8 +49,8 @@ def labeled(tmp_path_factory):
 
 def classify_config(labeled, data_dir, init_from: str = "", **overrides):
   train_tsv, dev_tsv = labeled
-  c = tiny_config(train_tsv, data_dir, num_train_steps=6, eval_every_steps=3,
-                  checkpoint_every_steps=3, **overrides)
+  steps = {"num_train_steps": 6, "eval_every_steps": 3, "checkpoint_every_steps": 3}
+  c = tiny_config(train_tsv, data_dir, **{**steps, **overrides})
   c.init_from = init_from
   c.data.format, c.data.text_key, c.data.label_key = "tsv", "sentence", "label"
   c.data.num_classes, c.data.eval_path = 3, dev_tsv

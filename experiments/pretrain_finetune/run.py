@@ -39,11 +39,12 @@ def main() -> None:
   p = argparse.ArgumentParser()
   p.add_argument("--work", default="/tmp/pretrain_finetune")
   p.add_argument("--variant", default="", help="config variant, e.g. 'bert'")
+  p.add_argument("--tag", default="", help="name of the results/plots (default: variant or gpt)")
   p.add_argument("--extra", default="", help="extra --config.* flags, space-separated")
   # Data: $JAXLM_SHARED_DATA/sst2, else ../shared/data/sst2 beside the repository.
   a = p.parse_args()
   v = f",{a.variant}" if a.variant else ""
-  tag = a.variant or "gpt"
+  tag = a.tag or a.variant or "gpt"
   cfg = "configs/sst2_finetune.py"
   work = os.path.join(a.work, tag)
   os.makedirs(work, exist_ok=True)
