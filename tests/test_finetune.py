@@ -250,3 +250,28 @@ def _overrides(c) -> dict:
       node = node[p]
     out[k] = node
   return out
+
+
+@pytest.mark.parametrize("name,arg", [("sst2_finetune", "pretrain,smoke"),
+                                      ("sst2_finetune", "bert,smoke"),
+                                      ("multi30k_translate", "test,smoke")])
+def test_recipe_variants_validate(name, arg):
+  from test_config import REPO, load
+
+  c = load(os.path.join(REPO, "configs", f"{name}.py"), arg)
+  finetune.validate_task(c)
+  assert c.num_train_steps == 20
+
+
+def test_real_sst2_dev_reads_with_labels(data_dir):
+  from conftest import SHARED_DATA
+
+  dev = os.path.join(SHARED_DATA, "sst2", "dev.tsv")
+  if not os.path.isfile(dev):
+    pytest.skip(f"real SST-2 not at {dev} (set JAXLM_SHARED_DATA)")
+  from test_config import REPO, load
+
+  c = load(os.path.join(REPO, "configs", "sst2_finetune.py"), "smoke")
+  c.data.path, c.data.eval_path, c.data.data_dir = dev, dev, data_dir
+  texts, labels = tasks.read_split(c.data, "validation", "classify")
+  assert len(texts) == 872 and set(labels) == {0, 1}  # GLUE SST-2 dev: 872 rows, 2 classes.
