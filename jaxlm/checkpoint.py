@@ -13,7 +13,7 @@ import os
 import orbax.checkpoint as ocp
 
 # Config fields that must match for a resume to be valid (others may change freely).
-RESUME_FIELDS = ("model", "data.seq_len", "data.tokenizer")
+RESUME_FIELDS = ("model", "data.seq_len", "data.tokenizer", "data.packing")
 
 
 class CheckpointError(RuntimeError):

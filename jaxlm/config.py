@@ -93,6 +93,8 @@ def base_config() -> ml_collections.ConfigDict:
   d.encoding_errors = "replace"  # Non-UTF-8 bytes: replace (by U+FFFD, counted) | strict.
   d.packing = "pack"  # pack (concatenate documents) | pad (one document per row, padded).
   d.truncate = True  # pad: cut documents longer than seq_len+1 tokens; False = error.
+  d.read_threads = 0  # grain threads reading+tokenizing ahead; 0 = in the pipeline's thread.
+  d.read_buffer = 16  # Documents read ahead when read_threads > 0.
   d.word_lowercase = False  # word only.
   d.word_eos_per_line = True  # word only: each newline is an <eos> token.
   d.spm_max_sentences = 1_000_000  # spm only: training lines read at most.

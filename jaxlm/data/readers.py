@@ -89,7 +89,7 @@ def decode(data: bytes, path: str, errors: str, stats: dict) -> str:
 
 def read_file(path: str, opts: ReadOptions, stats: dict) -> str:
   with open(path, "rb") as f:
-    text = decode(f.read(), path, opts.encoding_errors, stats)
+    text = decode(f.read(), path, opts.encoding_errors, stats).removeprefix("\ufeff")  # BOM.
   if not text.strip():
     raise DataError(f"{path} is empty (no text). Fix: remove it from config.data.path/"
                     "eval_path or point to non-empty files.")

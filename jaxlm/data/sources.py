@@ -68,6 +68,11 @@ class LocalTextConfig(tfds.core.BuilderConfig):
   clean: dict | None = None  # Cleaning config (None = off).
   upstream: dict | None = None  # {name, data_dir, splits}: re-write a tfds dataset.
 
+  def __repr__(self) -> str:  # tfds logs it on every load; keep it to one short line.
+    what = self.upstream["name"] if self.upstream else ", ".join(
+        os.path.basename(p) for p in [*self.paths, *self.eval_paths])
+    return f"LocalTextConfig({self.name}: {self.read.format} {what})"
+
 
 def _hash_files(h, paths: Sequence[str]) -> None:
   for p in paths:
@@ -93,6 +98,10 @@ def local_config(d, upstream: tfds.core.DatasetBuilder | None = None) -> LocalTe
   get = lambda k: d.get(k, "") if hasattr(d, "get") else getattr(d, k, "")
   kw: dict = {}
   if upstream is None:
+    if opts.format in ("text", "parallel") and (opts.label_key or opts.target_key):
+      raise DataError(f"config.data.label_key/target_key name fields, but data.format="
+                      f"{opts.format!r} files have none. Fix: use format jsonl/tsv/csv (or "
+                      "parallel with data.target_path), or clear the keys.")
     kw["paths"] = tuple(expand_paths(d.path))
     if get("eval_path"):
       kw["eval_paths"] = tuple(expand_paths(get("eval_path"), "data.eval_path"))
@@ -107,7 +116,7 @@ def local_config(d, upstream: tfds.core.DatasetBuilder | None = None) -> LocalTe
   else:
     splits = {s: {"examples": upstream.info.splits[s].num_examples,
                   "bytes": upstream.info.splits[s].num_bytes} for s in _upstream_splits(d)}
-    kw["upstream"] = {"name": d.name, "data_dir": upstream.data_dir_root, "splits": splits,
+    kw["upstream"] = {"name": d.name, "data_dir": str(upstream.data_dir_root), "splits": splits,
                       "full_name": upstream.info.full_name,
                       "content": dict(upstream.info.metadata or {}).get("content_sha256", "")}
   if d.val_split not in ("hash", "tail"):
@@ -143,8 +152,10 @@ class JaxlmLocalText(tfds.core.GeneratorBasedBuilder):
       features["label"] = tfds.features.ClassLabel(names=list(cfg.read.label_names))
     if cfg.read.target_key or cfg.read.format == "parallel":
       features["target"] = tfds.features.Text()
+    # Files keep their order (tfds would shuffle by key): eval reads in order, `tail` is a tail.
     return self.dataset_info_from_configs(features=tfds.features.FeaturesDict(features),
-                                          metadata=tfds.core.MetadataDict())
+                                          metadata=tfds.core.MetadataDict(),
+                                          disable_shuffling=True)
 
   def _split_generators(self, dl_manager):
     del dl_manager

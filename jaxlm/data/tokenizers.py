@@ -577,8 +577,20 @@ def get_tokenizer(
   Built means loaded from `data_config.tokenizer_path` when that is set (see
   `tokenizer_from_path`), else trained. `texts` yields the training split's
   documents; it is called only when a tokenizer has to be trained (char, word,
-  SentencePiece).
+  SentencePiece). Problems are `DataError`s (a `ValueError`), which the CLI
+  reports as one line.
   """
+  from jaxlm.data.readers import DataError
+
+  try:
+    return _get_tokenizer(kind, workdir, texts, data_config)
+  except DataError:
+    raise
+  except (ValueError, FileNotFoundError) as e:
+    raise DataError(str(e)) from e
+
+
+def _get_tokenizer(kind, workdir, texts, data_config) -> Tokenizer:
   path = _cfg(data_config, "tokenizer_path", None) or None
   if workdir and os.path.exists(os.path.join(workdir, TOKENIZER_FILE)):
     tok = load_tokenizer(workdir)
