@@ -5,7 +5,7 @@
 Embedding -> 2 LSTM layers -> tied output projection, dropout between layers. The
 state is carried across consecutive windows (truncated BPTT, `model.carry_state`):
 each batch row is a contiguous data lane and the state lives in the checkpoint.
-Evaluation restarts the state at every window, as for the Transformers.
+Evaluation carries the state along contiguous lanes of the eval windows too.
 Variants: `smoke`, `wikitext2` (as in configs/gpt.py).
 """
 

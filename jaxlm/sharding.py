@@ -73,3 +73,25 @@ def batch_sharding(mesh: Mesh, rules) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
+
+
+def fit_to_shapes(shardings, abstract, mesh: Mesh) -> object:
+  """Replicates any dim whose mesh axes do not divide it (e.g. MQA's single KV head).
+
+  The rules name axes, not sizes; a dim of size 1 (or any indivisible size) cannot
+  be split, so that dim falls back to replicated instead of failing at init.
+  """
+
+  def fit(s, a):
+    if not isinstance(s, NamedSharding) or not hasattr(a, "shape"):
+      return s
+    parts = list(s.spec) + [None] * (len(a.shape) - len(s.spec))
+    for i, part in enumerate(parts):
+      axes = part if isinstance(part, tuple) else (part,)
+      size = int(np.prod([mesh.shape[x] for x in axes if x is not None]))
+      if part is not None and a.shape[i] % size:
+        parts[i] = None
+    return NamedSharding(mesh, PartitionSpec(*parts))
+
+  return jax.tree.map(fit, shardings, abstract,
+                      is_leaf=lambda x: isinstance(x, NamedSharding))

@@ -142,6 +142,8 @@ def flops_per_token(non_embedding_params: int, vocab: int, cfg) -> float:
   """
   m = cfg.model
   attn_width = (m.head_dim or m.emb_dim // m.num_heads) * m.num_heads
+  if m.family == "lstm":  # No attention; the recurrent matmuls are in the parameter count.
+    attn_width = 0
   return 6.0 * (non_embedding_params + vocab * m.emb_dim) + 12.0 * m.num_layers * \
       cfg.data.seq_len * attn_width
 
@@ -197,6 +199,7 @@ class Run:
     self.state_shardings = sharding.logical_to_shardings(self.logical_specs, self.mesh,
                                                          self.rules)
     abstract = nn.meta.unbox(boxed)
+    self.state_shardings = sharding.fit_to_shapes(self.state_shardings, abstract, self.mesh)
     self.abstract_state = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract,
         self.state_shardings)
@@ -369,8 +372,13 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                        _fmt_time(eta))
           interval_losses, steps_in_interval, t_interval = [], 0, time.time()
         if done % config.eval_every_steps == 0 or is_last:
-          ev = evaluate(run, state.params, eval_step_fn, max_batches=config.eval_steps,
-                        cache=eval_cache)
+          if run.carry_state:  # The LSTM state runs on along contiguous eval lanes.
+            from jaxlm import recurrent_eval
+            ev = recurrent_eval.evaluate(run, state.params, max_batches=config.eval_steps,
+                                         cache=eval_cache)
+          else:
+            ev = evaluate(run, state.params, eval_step_fn, max_batches=config.eval_steps,
+                          cache=eval_cache)
           last_eval = {f"eval_{k}": v for k, v in ev.items()}
           writer.write(done, last_eval)
           logging.info("eval at step %d: loss %.4f  ppl %.2f  bpb %.4f", done, ev["loss"],

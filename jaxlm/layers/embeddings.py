@@ -3,6 +3,7 @@
 Example:
   >>> emb = Embed(num_embeddings=256, features=64)
   >>> x_BLD = emb.apply(emb.init(key, ids_BL), ids_BL)
+  >>> q_BLHE = apply_rope(q_BLHE, positions_BL)  # Rotary positions on queries (and keys).
 """
 
 from __future__ import annotations

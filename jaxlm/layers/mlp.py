@@ -1,4 +1,9 @@
-"""The Transformer feed-forward block: GELU MLP or SwiGLU."""
+"""The Transformer feed-forward block: GELU MLP or SwiGLU.
+
+Example:
+  >>> mlp = Mlp(mlp_dim=128, kind="swiglu")
+  >>> y_BLD = mlp.apply(mlp.init(key, x_BLD), x_BLD)
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,9 @@
-"""Normalization layers with logical axis names on their scales."""
+"""Normalization layers with logical axis names on their scales.
+
+Example:
+  >>> norm = make_norm("rmsnorm")
+  >>> y_BLD = norm.apply(norm.init(key, x_BLD), x_BLD)
+"""
 
 from __future__ import annotations
 

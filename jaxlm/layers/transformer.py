@@ -6,6 +6,7 @@ can build a stack without jaxlm's config system:
   >>> cfg = TransformerConfig(vocab_size=256, num_layers=2, num_heads=4, emb_dim=64,
   ...                         mlp_dim=256, position="rope")
   >>> stack = TransformerStack(cfg)
+  >>> y_BLD = stack.apply(stack.init(key, x_BLD, positions_BL), x_BLD, positions_BL)
 """
 
 from __future__ import annotations
