@@ -61,6 +61,11 @@ def main(argv) -> None:
       ngram_run.train_and_evaluate(FLAGS.config, FLAGS.workdir)
     elif FLAGS.config.finetune.task != "lm":
       finetune.train_task(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.config.init_from:
+      raise config_lib.ConfigError(
+          "config.init_from is set but config.finetune.task='lm': LM training does not start "
+          "from another run. Fix: set --config.finetune.task=classify or seq2seq, or unset "
+          "init_from.")
     else:
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except USER_ERRORS as e:
