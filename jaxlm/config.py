@@ -169,6 +169,22 @@ def base_config() -> ml_collections.ConfigDict:
   c.sample.num_tokens = 128
   c.sample.temperature = 0.8
   c.sample.top_k = 20
+
+  # Fine-tuning and task evaluation (jaxlm/finetune.py); task 'lm' = plain LM training. Task
+  # data come from config.data: classify needs data.label_key (+ labels or num_classes),
+  # seq2seq data.format='parallel' (or data.target_key); data.packing is not used.
+  c.finetune = f = ml_collections.ConfigDict()
+  f.task = "lm"  # lm | classify | seq2seq.
+  f.init_step = -1  # Step of config.init_from to start from; -1 = its latest checkpoint.
+  f.pooling = "auto"  # classify: first | last | mean; auto = first (bert), last (gpt, lstm).
+  f.head_dropout = 0.1  # classify: dropout on the pooled representation.
+  f.freeze_backbone = False  # Train only the new head.
+  f.head_lr = 0.0  # Peak LR of the head; 0 = optimizer.learning_rate.
+  f.layer_lr_decay = 1.0  # LR of layer i = lr * decay^(depth above it); 1 = off.
+  f.best_metric = "accuracy"  # Kept in <workdir>/best: accuracy | macro_f1 | loss | bleu.
+  f.patience = 0  # Stop after this many evals without a better best_metric; 0 = never.
+  f.max_decode_len = 64  # seq2seq: generated tokens at most.
+  f.eval_generate = 200  # seq2seq: examples translated at each training eval; -1 = all.
   return c
 
 

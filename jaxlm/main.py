@@ -14,14 +14,17 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxlm import config as config_lib
-from jaxlm import distributed, train
+from jaxlm import distributed, evaluate, finetune, train
 from jaxlm.checkpoint import CheckpointError
 from jaxlm.data.sources import DataError
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and the tokenizer.")
-flags.DEFINE_enum("mode", "train", ["train"], "What to do with the workdir.")
+flags.DEFINE_enum("mode", None, ["train", "eval"],
+                  "train, or eval a checkpoint (default: config.mode).")
+flags.DEFINE_string("step", "", "eval: checkpoint step; '' = latest, 'best' = best on validation.")
+flags.DEFINE_string("split", "", "eval: split to evaluate; '' = config.data.eval_split.")
 flags.DEFINE_string("coordinator_address", None,
                     "host:port of process 0 (multi-process; or $JAX_COORDINATOR_ADDRESS).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (or $JAX_NUM_PROCESSES).")
@@ -60,10 +63,21 @@ def main(argv) -> None:
     logging.set_verbosity(logging.WARNING)
   logging.info("JAX %s, process %d/%d, %d devices", jax.__version__, jax.process_index(),
                jax.process_count(), jax.device_count())
+  mode = FLAGS.mode or FLAGS.config.mode
   try:
-    if FLAGS.config.model.family == "ngram":  # Count-based: fit and evaluate, no train loop.
+    if mode == "eval":
+      print(evaluate.format_result(evaluate.evaluate_checkpoint(
+          FLAGS.config, FLAGS.workdir, FLAGS.step or None, FLAGS.split or None)))
+    elif FLAGS.config.model.family == "ngram":  # Count-based: fit and evaluate, no train loop.
       from jaxlm import ngram_run
       ngram_run.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.config.finetune.task != "lm":
+      finetune.train_task(FLAGS.config, FLAGS.workdir)
+    elif FLAGS.config.init_from:
+      raise config_lib.ConfigError(
+          "config.init_from is set but config.finetune.task='lm': LM training does not start "
+          "from another run. Fix: set --config.finetune.task=classify or seq2seq, or unset "
+          "init_from.")
     else:
       train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except USER_ERRORS as e:

@@ -109,7 +109,7 @@ class LSTMLM(nn.Module):
   @nn.compact
   def __call__(self, ids_BL: jax.Array, positions_BL: jax.Array | None = None,
                segment_ids_BL: jax.Array | None = None, deterministic: bool = True,
-               carry: dict | None = None):
+               carry: dict | None = None, return_hidden: bool = False):
     del segment_ids_BL  # Document starts come from positions.
     c = self.cfg
     dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
@@ -126,6 +126,8 @@ class LSTMLM(nn.Module):
       x_BLD = drop(x_BLD, deterministic=deterministic)
       new_c.append(c_BH)
       new_h.append(h_BH)
+    if return_hidden:  # Top LSTM outputs [B, L, H], for classification heads.
+      return x_BLD
     if c.tie_embeddings:
       if c.hidden != c.emb_dim:
         x_BLD = nn.Dense(c.emb_dim, dtype=dt, param_dtype=pdt, name="proj",

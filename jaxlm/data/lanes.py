@@ -67,7 +67,7 @@ class LaneDataset:
     ds = ds.repeat(None)
     lanes = []
     for j in range(local):
-      lane = ds[j::local].map(pipeline._Tokenize(self._tok, d.text_key))  # noqa: SLF001
+      lane = ds[j::local].map(pipeline._Tokenize(self._tok))  # noqa: SLF001
       lanes.append(iter(pipeline.PackIterDataset(lane.to_iter_dataset(), d.seq_len + 1)))
     return LaneIterator(lanes)
 

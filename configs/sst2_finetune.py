@@ -1,0 +1,79 @@
+"""SST-2 sentiment: fine-tune a pretrained LM with a classification head (or pretrain it).
+
+  # 1. Pretrain (next-token LM on the SST-2 training sentences, labels unused):
+  python -m jaxlm.main --config=configs/sst2_finetune.py:pretrain --workdir=/tmp/sst2_pre
+  # 2. Fine-tune from it (its tokenizer is reused); drop init_from to train from scratch:
+  python -m jaxlm.main --config=configs/sst2_finetune.py --workdir=/tmp/sst2_ft \
+      --config.init_from=/tmp/sst2_pre
+  # 3. Evaluate the best checkpoint on dev (accuracy, P/R/F1, confusion matrix):
+  python -m jaxlm.main --config=configs/sst2_finetune.py --workdir=/tmp/sst2_ft \
+      --mode=eval --step=best
+
+Data: GLUE SST-2 TSV (`sentence<TAB>label`, 0 = negative, 1 = positive) from
+../shared/data/sst2; dev.tsv is the validation split. The same recipe reads the
+tfds version with --config.data.name=glue/sst2 --config.data.path='' (prepared
+offline). Variants (comma-separated): `pretrain`, `bert` (bidirectional
+encoder, [CLS] pooling; needs the bert family), `smoke` (a minute on a laptop).
+"""
+
+from jaxlm.config import base_config
+
+SST2 = "../shared/data/sst2"
+
+
+def get_config(arg: str | None = None):
+  args = set((arg or "").split(","))
+  c = base_config()
+  d = c.data
+  d.name = ""
+  d.path = f"{SST2}/train.tsv"
+  d.format = "tsv"
+  d.text_key = "sentence"
+  d.tokenizer = "word"
+  d.word_min_count = 2
+  d.word_max_size = 3000
+  d.batch_size = 32
+  d.seq_len = 32  # SST-2 sentences average ~19 words; longer ones are cut.
+  m = c.model
+  m.num_layers = 2
+  m.num_heads = 4
+  m.emb_dim = 64
+  m.mlp_dim = 256
+  m.dropout = 0.1
+  if "bert" in args:
+    m.family = "bert"
+    m.causal = False
+  o = c.optimizer
+  o.learning_rate = 1e-3
+  o.warmup_steps = 100
+  o.weight_decay = 0.01
+  c.sample.num_tokens = 0
+  c.log_every_steps = 25
+  if "pretrain" in args:  # Next-token (or MLM for bert) pretraining on the sentences alone.
+    d.doc_unit = "line"
+    d.val_fraction = 0.02
+    c.num_train_steps = 1200
+    c.eval_every_steps = 200
+    c.eval_steps = 20
+    c.checkpoint_every_steps = 400
+    c.sample.num_tokens = 20
+    c.sample.prompt = "this movie is"
+  else:
+    d.eval_path = f"{SST2}/dev.tsv"
+    d.label_key = "label"
+    d.num_classes = 2
+    c.finetune.task = "classify"
+    c.finetune.best_metric = "accuracy"
+    c.finetune.patience = 0
+    o.learning_rate = 5e-4
+    c.num_train_steps = 1200
+    c.eval_every_steps = 100
+    c.checkpoint_every_steps = 400
+    c.keep_checkpoints = 2
+  if "smoke" in args:
+    c.num_train_steps = 20
+    c.eval_every_steps = 10
+    c.checkpoint_every_steps = 10
+    c.eval_steps = 2
+    o.warmup_steps = 5
+  return c

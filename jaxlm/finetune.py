@@ -1,0 +1,401 @@
+"""Fine-tuning: classification heads and prompted seq2seq on a (pretrained) backbone.
+
+`config.finetune.task` picks the task: `classify` (a new head on the pooled
+backbone; cross-entropy over any number of classes) or `seq2seq` (the causal
+LM itself on `source <sep> target <eos>` rows, loss on the target only).
+With `config.init_from` set, the backbone starts from a pretraining
+checkpoint and keeps its tokenizer; unset, the same config trains from scratch
+for comparison. The best checkpoint on `finetune.best_metric` is kept in
+`<workdir>/best`, apart from the latest ones in `<workdir>/checkpoints`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+import time
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+
+from jaxlm import checkpoint as ckpt_lib
+from jaxlm import heads, objectives, optim, pretrained, seq2seq, sharding, tasks, train
+from jaxlm import metrics as metrics_lib
+from jaxlm.config import ConfigError
+from jaxlm.data import tokenizers as tok_lib
+from jaxlm.metric_writer import MetricWriter
+
+TASKS = ("lm", "classify", "seq2seq")
+BEST_METRICS = {"accuracy": 1, "macro_f1": 1, "f1": 1, "bleu": 1, "chrf": 1, "loss": -1}
+
+
+def validate_task(c) -> None:
+  f = c.finetune
+  if f.task not in TASKS:
+    raise ConfigError(f"config.finetune.task: {f.task!r} is not one of {TASKS}. Fix: pick one.")
+  if f.pooling not in ("auto", *heads.POOLINGS):
+    raise ConfigError(f"config.finetune.pooling: {f.pooling!r} is not one of "
+                      f"{('auto', *heads.POOLINGS)}. Fix: pick one.")
+  if f.task == "classify" and f.pooling == "first" and c.model.causal and \
+      c.model.family != "bert":
+    raise ConfigError("config.finetune.pooling='first' on a causal model: the first token sees "
+                      "nothing of the text. Fix: use 'last' or 'mean' (or a bert backbone).")
+  if f.task == "seq2seq" and (c.model.family not in ("gpt", "lstm") or not c.model.causal):
+    raise ConfigError(f"config.finetune.task='seq2seq' generates left to right and needs a causal "
+                      f"model, not family={c.model.family!r} (causal={c.model.causal}). Fix: "
+                      "use model.family='gpt' or 'lstm'.")
+  if c.model.family == "ngram" and f.task != "lm":
+    raise ConfigError("config.model.family='ngram' is count-based and cannot be fine-tuned. "
+                      "Fix: use gpt, bert or lstm.")
+  if f.best_metric not in BEST_METRICS:
+    raise ConfigError(f"config.finetune.best_metric: {f.best_metric!r} is not one of "
+                      f"{tuple(BEST_METRICS)}. Fix: pick one.")
+  if not 0 < f.layer_lr_decay <= 1:
+    raise ConfigError(f"config.finetune.layer_lr_decay={f.layer_lr_decay}: use 0 < decay <= 1.")
+  if f.layer_lr_decay != 1 and c.model.get("scan_layers", False):
+    raise ConfigError("config.finetune.layer_lr_decay needs one parameter set per layer. Fix: "
+                      "--config.model.scan_layers=False.")
+  if c.optimizer.grad_accum_steps != 1:
+    raise ConfigError("config.optimizer.grad_accum_steps: fine-tuning uses whole batches. "
+                      "Fix: set it to 1 and choose data.batch_size.")
+  if f.patience < 0:
+    raise ConfigError(f"config.finetune.patience={f.patience}: use 0 (off) or more.")
+
+
+# ----------------------------------------------------------------------------- optimizer
+
+
+def _keys(path) -> list[str]:
+  return [str(p.key) for p in path if isinstance(p, jax.tree_util.DictKey)]  # Skips boxes.
+
+
+def param_group(keys: list[str], f, num_layers: int) -> str:
+  """Optimizer group of a parameter: head, frozen, backbone or depth_<d> (layer-wise decay)."""
+  if keys and keys[0] == "head":
+    return "head"
+  if f.freeze_backbone:
+    return "frozen"
+  if f.layer_lr_decay == 1:
+    return "backbone"
+  for k in keys:
+    m = re.fullmatch(r"(?:layer|block|lstm)_(\d+)", k)
+    if m:
+      return f"depth_{int(m.group(1)) + 1}"
+  if any(k in ("embed", "pos", "token_embed", "type_embed") for k in keys):
+    return "depth_0"
+  return f"depth_{num_layers + 1}"  # Final norm, LM head: above the top layer.
+
+
+def lr_factor(group: str, f, num_layers: int) -> float:
+  """LR multiplier of a group relative to optimizer.learning_rate."""
+  if group == "frozen":
+    return 0.0
+  if group == "backbone":
+    return 1.0
+  return f.layer_lr_decay ** (num_layers + 1 - int(group.split("_")[1]))
+
+
+def scale_by_group(f, num_layers: int, base_lr: float) -> optax.GradientTransformation:
+  """Multiplies each parameter's update by its group's LR factor (0 freezes it).
+
+  After AdamW (whose update already includes the weight decay), this equals
+  `optax.multi_transform` over per-group AdamWs with scaled schedules, but its
+  state is empty: multi_transform's MaskedNode placeholders have no logical
+  axis names, so they cannot be sharded and checkpointed like the rest.
+  """
+  def factors(tree):
+    def one(path, u):
+      group = param_group(_keys(path), f, num_layers)
+      head = (f.head_lr / base_lr) if f.head_lr else 1.0
+      factor = head if group == "head" else lr_factor(group, f, num_layers)
+      return u * jnp.asarray(factor, u.dtype)
+    return jax.tree_util.tree_map_with_path(one, tree)
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(),
+                                      lambda updates, state, params=None: (factors(updates), state))
+
+
+def make_optimizer(config, num_layers: int) -> tuple[optax.GradientTransformation,
+                                                      optax.Schedule]:
+  """Clip, AdamW, then per-group LR factors: the head's LR, the backbone's scaled by
+  `layer_lr_decay^(layers above)`, zero for a frozen backbone."""
+  o, f = config.optimizer, config.finetune
+  schedule = optim.learning_rate_schedule(o, config.num_train_steps)
+  parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
+  parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
+                           mask=optim.decay_mask))
+  parts.append(scale_by_group(f, num_layers, o.learning_rate))
+  return optax.chain(*parts), schedule
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def task_sums(params, model, batch: dict, rng, task: str, deterministic: bool) -> tuple:
+  """(summed loss, sums) of one batch; rows/tokens of weight 0 do not count."""
+  if task == "classify":
+    logits_BC = model.apply({"params": params}, batch["ids"], deterministic=deterministic,
+                            rngs={"dropout": rng})
+    w_B = batch["weight"]
+    nll_B = optax.softmax_cross_entropy_with_integer_labels(logits_BC, batch["labels"])
+    preds_B = jnp.argmax(logits_BC, -1)
+    sums = {"loss_sum": jnp.sum(nll_B * w_B), "weight_sum": jnp.sum(w_B),
+            "correct_sum": jnp.sum((preds_B == batch["labels"]) * w_B)}
+    return sums["loss_sum"], (sums, preds_B)
+  tokens = batch["tokens"]
+  weights = batch["weights"] * batch["weight"][:, None]
+  logits = model.apply({"params": params}, tokens[:, :-1], deterministic=deterministic,
+                       rngs={"dropout": rng})
+  sums = objectives.cross_entropy_sums(logits, tokens[:, 1:], weights)
+  return sums["loss_sum"], (sums, None)
+
+
+def task_train_step(state, batch, *, model, tx, schedule, seed: int, task: str):
+  rng = jax.random.fold_in(jax.random.key(seed), state.step)
+  grads, (sums, _) = jax.grad(task_sums, has_aux=True)(state.params, model, batch, rng, task,
+                                                       False)
+  denom = jnp.maximum(sums["weight_sum"], 1.0)
+  grads = jax.tree.map(lambda g: g / denom, grads)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {"train_loss": sums["loss_sum"] / denom, "train_accuracy": sums["correct_sum"] / denom,
+             "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
+  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+
+def task_eval_step(params, batch, *, model, task: str) -> dict:
+  _, (sums, preds) = task_sums(params, model, batch, jax.random.key(0), task, True)
+  if task == "classify":
+    sums = {**sums, "preds": preds, "labels": batch["labels"], "weight": batch["weight"]}
+  return sums
+
+
+# ----------------------------------------------------------------------------- run
+
+
+class TaskRun(train.Run):
+  """A `train.Run` whose model is the task model and whose data are task arrays."""
+
+  def __init__(self, config, workdir: str | None, devices=None, restore_backbone: bool = True):
+    validate_task(config)
+    f, d = config.finetune, config.data
+    self.config, self.task, self.ref = config, f.task, None
+    if config.init_from and restore_backbone:
+      self.ref = pretrained.resolve(config.init_from, f.init_step)
+      pretrained.check_model(config, self.ref)
+      if workdir:
+        pretrained.prepare_tokenizer(config, workdir, self.ref)
+    self._raw: dict = {}
+    self.class_names = tasks.class_names(d) if self.task == "classify" else []
+    super().__init__(config, workdir, devices)
+    self.backbone = self.model
+    if self.task == "classify":
+      pooling = f.pooling if f.pooling != "auto" else heads.default_pooling(
+          config.model.family, bool(config.model.causal))
+      self.pooling = pooling
+      self.model = heads.Classifier(self.backbone, len(self.class_names), pooling,
+                                    f.head_dropout)
+    self.carry_state = False  # Task rows are independent: no LSTM state across batches.
+    self.tx, self.schedule = make_optimizer(config, config.model.num_layers)
+    self._init_shardings()
+
+  def _tokenizer(self) -> tok_lib.Tokenizer:
+    d = self.config.data
+
+    def texts():
+      a, b = self.raw(d.train_split)
+      return list(a) + (list(b) if self.task == "seq2seq" else [])
+
+    return tok_lib.get_tokenizer(d.tokenizer, self.workdir, texts, d)
+
+  def raw(self, split: str) -> tuple[list[str], list]:
+    """(texts, label ids) or (sources, targets) of a split, read once."""
+    if split not in self._raw:
+      self._raw[split] = tasks.read_split(self.config.data, split, self.task)
+    return self._raw[split]
+
+  def arrays(self, split: str) -> dict[str, np.ndarray]:
+    """The split encoded as fixed-length rows (labels checked against the label set)."""
+    a, b = self.raw(split)
+    seq_len = self.config.data.seq_len
+    if self.task == "classify":
+      ids = tasks.encode_classify(self.tokenizer, a, seq_len, self.pooling == "first")
+      labels = np.asarray(b, np.int32)
+      return {"ids": ids, "labels": labels, "weight": np.ones(len(a), np.float32)}
+    enc = tasks.encode_pairs(self.tokenizer, a, b, seq_len)
+    return {"tokens": enc["tokens"], "weights": enc["weights"],
+            "weight": np.ones(len(a), np.float32)}
+
+  def init_state(self) -> train.TrainState:
+    """Fresh state; with init_from, the backbone's parameters are the pretrained ones."""
+    state = super().init_state()
+    if self.ref is None:
+      return state
+    if self.task == "classify":
+      restored = pretrained.restore_params(self.ref, self.abstract_state.params["backbone"],
+                                           "backbone")
+      params = {**state.params, "backbone": restored}
+    else:
+      params = pretrained.restore_params(self.ref, self.abstract_state.params)
+    logging.info("Backbone restored from %s (step %d)", self.ref.step_dir, self.ref.step)
+    return state.replace(params=params)  # Adam's fresh state does not depend on the values.
+
+  def jit_task_train_step(self):
+    step = functools.partial(task_train_step, model=self.model, tx=self.tx,
+                             schedule=self.schedule, seed=self.config.seed, task=self.task)
+    return jax.jit(step, in_shardings=(self.state_shardings, None),
+                   out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
+                   donate_argnums=(0,))
+
+  def jit_task_eval_step(self):
+    step = functools.partial(task_eval_step, model=self.model, task=self.task)
+    return jax.jit(step, in_shardings=(self.state_shardings.params, None),
+                   out_shardings=sharding.replicated(self.mesh))
+
+  def to_global(self, local_batch: dict) -> dict:
+    """Rows sharded over the batch axes, whatever the array's rank."""
+    spec = self.batch_sharding.spec
+    out = {}
+    for k, v in local_batch.items():
+      s = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(
+          spec[0], *([None] * (v.ndim - 1))))
+      out[k] = jax.make_array_from_process_local_data(s, v)
+    return out
+
+  def meta(self) -> dict:
+    return {**super().meta(), "task": self.task, "class_names": self.class_names}
+
+
+def evaluate_task(run: TaskRun, params, eval_step_fn, split: str, generate: int = -1,
+                  cache: dict | None = None) -> dict:
+  """Classification report, or target-side loss/ppl plus BLEU/chrF of `generate` examples."""
+  d = run.config.data
+  if cache is not None and split in cache:
+    batches = cache[split]
+  else:
+    batches = tasks.eval_batches(run.arrays(split), d.batch_size, jax.process_index(),
+                                 jax.process_count())
+    if cache is not None:
+      cache[split] = batches
+  totals: dict[str, float] = {}
+  preds, labels = [], []
+  with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
+    for batch in batches:
+      out = jax.device_get(eval_step_fn(params, run.to_global(batch)))
+      for k in ("loss_sum", "weight_sum", "correct_sum"):
+        totals[k] = totals.get(k, 0.0) + float(out[k])
+      if run.task == "classify":
+        keep = np.asarray(out["weight"]) > 0
+        preds.append(np.asarray(out["preds"])[keep])
+        labels.append(np.asarray(out["labels"])[keep])
+  w = max(totals["weight_sum"], 1.0)
+  result = {"loss": totals["loss_sum"] / w}
+  if run.task == "classify":
+    report = metrics_lib.classification_report(np.concatenate(labels), np.concatenate(preds),
+                                               len(run.class_names), run.class_names)
+    result.update(report)
+    return result
+  result.update({"ppl": float(np.exp(min(result["loss"], 700.0))),
+                 "token_accuracy": totals["correct_sum"] / w, "tokens": totals["weight_sum"]})
+  if generate != 0:
+    src, tgt = run.raw(split)
+    n = len(src) if generate < 0 else min(generate, len(src))
+    hyps = seq2seq.translate(run, params, src[:n])
+    result.update(metrics_lib.generation_metrics(hyps, tgt[:n]))
+    result["generated"] = n
+    result["examples"] = [{"src": s, "ref": r, "hyp": h}
+                          for s, r, h in zip(src[:3], tgt[:3], hyps[:3], strict=False)]
+  return result
+
+
+def summary(result: dict) -> str:
+  keys = ("loss", "accuracy", "macro_f1", "f1", "ppl", "bleu", "chrf")
+  return "  ".join(f"{k} {result[k]:.4f}" for k in keys if k in result)
+
+
+# ----------------------------------------------------------------------------- loop
+
+
+def train_task(config, workdir: str, devices=None) -> dict:
+  """Fine-tunes (or trains from scratch) `config` in `workdir`; resumes if it can."""
+  os.makedirs(workdir, exist_ok=True)
+  run = TaskRun(config, workdir, devices)
+  f, d = config.finetune, config.data
+  is_main = jax.process_index() == 0
+  train_arrays = run.arrays(d.train_split)
+  eval_arrays_check = run.arrays(d.eval_split)  # Bad labels/empty split fail before training.
+  del eval_arrays_check
+  logging.info("Task %s: %d train examples; %s params; tokenizer %s (vocab %d)%s", run.task,
+               len(train_arrays["weight"]), f"{run.num_params:,}", run.tokenizer.kind,
+               run.tokenizer.vocab_size,
+               f"; init_from {run.ref.step_dir}" if run.ref else "; from scratch")
+  it = tasks.ArrayIterator(train_arrays, d.batch_size, config.seed, jax.process_index(),
+                           jax.process_count())
+  checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints)
+  best_ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "best"), 1)
+  sign = BEST_METRICS[f.best_metric]
+  best = {"value": None, "step": None, "bad_evals": 0}
+  latest = checkpointer.latest_step()
+  if latest is not None:
+    meta = checkpointer.restore_meta(latest)
+    ckpt_lib.check_compatible(meta, config, run.tokenizer.identity())
+    state, data_state, meta = checkpointer.restore(latest, run.abstract_state)
+    it.set_state(data_state)
+    best = meta.get("best", best)
+    logging.info("Resumed from step %d in %s", latest, checkpointer.directory)
+  else:
+    state = run.init_state()
+  train_fn, eval_fn = run.jit_task_train_step(), run.jit_task_eval_step()
+  writer = MetricWriter(workdir, enabled=is_main)
+  cache: dict = {}
+  start, last_eval, t0 = int(jax.device_get(state.step)), {}, time.time()
+  stopped_early = False
+  try:
+    with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
+      for step in range(start, config.num_train_steps):
+        state, m = train_fn(state, run.to_global(next(it)))
+        done = step + 1
+        is_last = done == config.num_train_steps
+        if done % config.log_every_steps == 0 or is_last:
+          m = {k: float(v) for k, v in jax.device_get(m).items()}
+          train._check_finite(done, m)
+          writer.write(done, m)
+          logging.info("step %d/%d  loss %.4f  acc %.3f  lr %.2e  %.1fs", done,
+                       config.num_train_steps, m["train_loss"], m["train_accuracy"], m["lr"],
+                       time.time() - t0)
+        evaluated = False
+        if done % config.eval_every_steps == 0 or is_last:
+          ev = evaluate_task(run, state.params, eval_fn, d.eval_split, f.eval_generate, cache)
+          last_eval = {f"eval_{k}": v for k, v in ev.items() if isinstance(v, int | float)}
+          writer.write(done, last_eval)
+          logging.info("eval at step %d: %s", done, summary(ev))
+          value = ev.get(f.best_metric)
+          if value is not None and (best["value"] is None or sign * value > sign * best["value"]):
+            best = {"value": float(value), "step": done, "bad_evals": 0}
+            best_ckpt.save(done, state, it.get_state(), {**run.meta(), "metrics": last_eval})
+          else:
+            best["bad_evals"] += 1
+          evaluated = True
+        stop = evaluated and f.patience and best["bad_evals"] >= f.patience
+        if done % config.checkpoint_every_steps == 0 or is_last or stop:
+          checkpointer.save(done, state, it.get_state(), {**run.meta(), "best": best})
+        if stop:
+          logging.info("Early stop at step %d: %s has not improved for %d evals (best %.4f at "
+                       "step %d)", done, f.best_metric, best["bad_evals"], best["value"],
+                       best["step"])
+          stopped_early = True
+          break
+  finally:
+    checkpointer.close()
+    best_ckpt.close()
+    writer.close()
+  logging.info("Trained in %s; best %s %s at step %s (in %s/best)",
+               train._fmt_time(time.time() - t0), f.best_metric, best["value"], best["step"],
+               workdir)
+  return {"step": int(jax.device_get(state.step)), **last_eval, "best": best,
+          "stopped_early": stopped_early}

@@ -1,0 +1,78 @@
+"""Greedy translation with a decoder-only LM trained on `source <sep> target <eos>` rows.
+
+Shape key: B batch, W window (= data.seq_len), V vocab.
+
+Batched and cache-free: each step runs the model over a fixed [B, W] window
+(one compiled shape) and reads each row's logits at its own last position, so
+rows of different prompt lengths decode together and stop at `<eos>`. The
+window never exceeds what the model was trained on, so positions stay in range.
+"""
+
+from __future__ import annotations
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlm.data.tokenizers import EOS_ID, SEP_ID
+
+
+def prompt_ids(tokenizer, text: str, width: int) -> np.ndarray:
+  """The source side as `tasks.encode_pairs` lays it out in a row of `width` (= seq_len + 1)."""
+  return np.append(tokenizer.encode(text)[:width // 2 - 1], SEP_ID).astype(np.int32)
+
+
+def greedy_decode(model, params, prompts: list[np.ndarray], max_new: int, window: int,
+                  batch_size: int, mesh=None, rules=()) -> list[list[int]]:
+  """Greedy continuations (without the final <eos>) of each prompt, at most `max_new` ids."""
+
+  @jax.jit
+  def next_ids(params, buf_BW, last_B):
+    logits_BWV = model.apply({"params": params}, buf_BW)
+    return jnp.argmax(logits_BWV[jnp.arange(buf_BW.shape[0]), last_B], axis=-1)
+
+  outs: list[list[int]] = []
+  ctx = jax.set_mesh(mesh) if mesh is not None else _null()
+  with ctx, nn.logical_axis_rules(rules):
+    for lo in range(0, len(prompts), batch_size):
+      chunk = prompts[lo:lo + batch_size]
+      buf = np.zeros((batch_size, window), np.int32)
+      lens = np.ones(batch_size, np.int32)
+      for i, p in enumerate(chunk):
+        buf[i, :len(p)] = p[:window]
+        lens[i] = min(len(p), window)
+      start = lens.copy()
+      done = np.arange(batch_size) >= len(chunk)
+      done |= lens >= window
+      for _ in range(max_new):
+        if done.all():
+          break
+        ids = np.asarray(next_ids(params, buf, lens - 1))
+        for i in np.flatnonzero(~done):
+          if ids[i] == EOS_ID:
+            done[i] = True
+            continue
+          buf[i, lens[i]] = ids[i]
+          lens[i] += 1
+          done[i] = lens[i] >= window
+      outs.extend(buf[i, start[i]:lens[i]].tolist() for i in range(len(chunk)))
+  return outs
+
+
+def translate(run, params, sources: list[str]) -> list[str]:
+  """Greedy translations of `sources` with a TaskRun's model and tokenizer."""
+  c = run.config
+  window = c.data.seq_len
+  prompts = [prompt_ids(run.tokenizer, s, window + 1) for s in sources]
+  ids = greedy_decode(run.model, params, prompts, c.finetune.max_decode_len, window,
+                      c.data.batch_size, run.mesh, run.rules)
+  return [run.tokenizer.decode(x) for x in ids]
+
+
+class _null:
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *a):
+    return False

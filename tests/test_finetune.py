@@ -1,0 +1,277 @@
+"""Fine-tuning: restore into a classifier, optimizer groups, seq2seq, bad inputs, eval mode."""
+
+import json
+import os
+import random
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import run_cli, tiny_config
+
+from jaxlm import evaluate, finetune, heads, pretrained, seq2seq, tasks, train
+from jaxlm.checkpoint import CheckpointError
+from jaxlm.config import ConfigError
+from jaxlm.data.sources import DataError
+from jaxlm.data.tokenizers import EOS_ID, SEP_ID
+
+WORDS = (("good", "great", "fine"), ("bad", "awful", "poor"), ("meh", "okay", "so"))
+
+
+def _labeled(path, n: int, seed: int, bad_label: str | None = None) -> str:
+  rng = random.Random(seed)
+  with open(path, "w") as f:
+    f.write("sentence\tlabel\n")
+    for i in range(n):
+      lab = rng.randrange(3)
+      words = WORDS[lab] + ("the", "a", "film")
+      text = " ".join(rng.choice(words) for _ in range(rng.randint(3, 9)))
+      f.write(f"{text}\t{bad_label if bad_label and i == n - 1 else lab}\n")
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def pretrain(tmp_path_factory, text_file, data_dir):
+  """A tiny pretrained gpt workdir (byte tokenizer) and its config."""
+  wd = str(tmp_path_factory.mktemp("pre"))
+  c = tiny_config(text_file, data_dir, num_train_steps=4, checkpoint_every_steps=4,
+                  eval_every_steps=4)
+  train.train_and_evaluate(c, wd)
+  return wd, c
+
+
+@pytest.fixture(scope="module")
+def labeled(tmp_path_factory):
+  d = tmp_path_factory.mktemp("labeled")
+  return _labeled(d / "train.tsv", 120, 0), _labeled(d / "dev.tsv", 37, 1)
+
+
+def classify_config(labeled, data_dir, init_from: str = "", **overrides):
+  train_tsv, dev_tsv = labeled
+  steps = {"num_train_steps": 6, "eval_every_steps": 3, "checkpoint_every_steps": 3}
+  c = tiny_config(train_tsv, data_dir, **{**steps, **overrides})
+  c.init_from = init_from
+  c.data.format, c.data.text_key, c.data.label_key = "tsv", "sentence", "label"
+  c.data.num_classes, c.data.eval_path = 3, dev_tsv
+  c.finetune.task = "classify"
+  c.optimizer.learning_rate = 3e-3
+  return c
+
+
+def test_restore_into_head_train_best_and_eval(pretrain, labeled, data_dir, tmp_path):
+  pre_wd, _ = pretrain
+  c = classify_config(labeled, data_dir, pre_wd)
+  run = finetune.TaskRun(c, str(tmp_path))
+  assert os.path.isfile(tmp_path / "tokenizer.json")  # Taken from the pretraining run.
+  state = run.init_state()
+  ref = pretrained.resolve(pre_wd)
+  saved = pretrained.restore_params(ref, run.abstract_state.params["backbone"])
+  leaves = jax.tree_util.tree_leaves_with_path(state.params["backbone"])
+  assert leaves and all(np.array_equal(np.asarray(x), np.asarray(y)) for (_, x), y in
+                        zip(leaves, jax.tree.leaves(saved), strict=True))
+  assert state.params["head"]["kernel"].shape == (c.model.emb_dim, 3)
+  scratch = train.Run.init_state(run)  # The same model, randomly initialised.
+  emb = lambda s: np.asarray(s.params["backbone"]["embed"]["embedding"])
+  assert not np.array_equal(emb(state), emb(scratch))
+
+  out = finetune.train_task(c, str(tmp_path))
+  assert out["step"] == 6 and out["best"]["step"] in (3, 6)
+  assert os.path.isdir(tmp_path / "best" / "checkpoints" / str(out["best"]["step"]))
+  # Eval mode: 37 dev rows with batch 8 (a partial last batch), each counted once.
+  res = evaluate.evaluate_checkpoint(c, str(tmp_path), step="best")
+  assert res["num_examples"] == 37 and np.sum(res["confusion_matrix"]) == 37
+  assert res["accuracy"] == pytest.approx(out["best"]["value"])  # The best one was kept.
+  with open(tmp_path / f"eval_validation_{out['best']['step']}.json") as f:
+    saved = json.load(f)
+  assert saved["checkpoint"] == "best" and saved["accuracy"] == res["accuracy"]
+  assert sum(v["support"] for v in saved["per_class"].values()) == 37
+
+
+def test_freeze_backbone_zeroes_backbone_updates(labeled, data_dir):
+  c = classify_config(labeled, data_dir, **{"finetune.freeze_backbone": True})
+  tx = finetune.make_optimizer(c, c.model.num_layers)[0]
+  params = {"head": {"kernel": jnp.ones((4, 3))},
+            "backbone": {"stack": {"layer_0": {"w": jnp.ones((4, 4))}}}}
+  grads = jax.tree.map(jnp.ones_like, params)
+  state = tx.init(params)
+  for _ in range(3):  # Past warmup's zero LR at step 0.
+    updates, state = tx.update(grads, state, params)
+  assert not np.any(np.asarray(updates["backbone"]["stack"]["layer_0"]["w"]))
+  assert np.all(np.asarray(updates["head"]["kernel"]) != 0)
+
+
+def test_group_lr_factors(labeled, data_dir):
+  c = classify_config(labeled, data_dir, **{"finetune.layer_lr_decay": 0.5,
+                                            "finetune.head_lr": 6e-3})
+  f, n = c.finetune, c.model.num_layers
+  assert finetune.param_group(["head", "kernel"], f, n) == "head"
+  assert finetune.param_group(["backbone", "embed", "embedding"], f, n) == "depth_0"
+  assert finetune.param_group(["backbone", "stack", "layer_1", "mlp"], f, n) == "depth_2"
+  assert finetune.param_group(["backbone", "final_norm", "scale"], f, n) == "depth_3"
+  tree = {"head": {"kernel": jnp.ones(2)}, "backbone": {"embed": {"embedding": jnp.ones(2)},
+          "stack": {"layer_0": {"w": jnp.ones(2)}}, "final_norm": {"scale": jnp.ones(2)}}}
+  tx = finetune.scale_by_group(f, n, c.optimizer.learning_rate)
+  out, _ = tx.update(tree, tx.init(tree))
+  assert float(out["head"]["kernel"][0]) == pytest.approx(2.0)  # 6e-3 / 3e-3.
+  assert float(out["backbone"]["final_norm"]["scale"][0]) == pytest.approx(1.0)
+  assert float(out["backbone"]["stack"]["layer_0"]["w"][0]) == pytest.approx(0.25)
+  assert float(out["backbone"]["embed"]["embedding"][0]) == pytest.approx(0.125)
+
+
+def test_pooling_ignores_padding():
+  h = jnp.arange(2 * 4 * 1, dtype=jnp.float32).reshape(2, 4, 1)
+  ids = jnp.array([[5, 6, 0, 0], [5, 6, 7, 8]])
+  assert heads.pool(h, ids, "last")[:, 0].tolist() == [1.0, 7.0]
+  assert heads.pool(h, ids, "mean")[:, 0].tolist() == [0.5, 5.5]
+  assert heads.pool(h, ids, "first")[:, 0].tolist() == [0.0, 4.0]
+
+
+class _Tok:
+  def encode(self, text):
+    return np.array([10 + int(x) for x in text.split()], np.int32)
+
+
+def test_pairs_weights_batches_and_iterator_resume():
+  enc = tasks.encode_pairs(_Tok(), ["1 2", "3"], ["4 5 6", "7"], seq_len=7)
+  assert enc["tokens"][0].tolist() == [11, 12, SEP_ID, 14, 15, 16, EOS_ID, 0]
+  # Weighted targets are exactly the target side and <eos>: tokens[k + 1] for weight k.
+  assert enc["tokens"][0][1:][enc["weights"][0] > 0].tolist() == [14, 15, 16, EOS_ID]
+  assert enc["tokens"][1][1:][enc["weights"][1] > 0].tolist() == [17, EOS_ID]
+  rows = {"x": np.arange(11)}
+  batches = tasks.eval_batches(rows, 4)
+  seen = np.concatenate([b["x"][b["weight"] > 0] for b in batches])
+  assert seen.tolist() == list(range(11)) and len(batches) == 3
+  it = tasks.ArrayIterator(rows, 4, seed=3)
+  for _ in range(3):
+    next(it)
+  state = it.get_state()
+  want = [next(it)["x"].tolist() for _ in range(3)]
+  it2 = tasks.ArrayIterator(rows, 4, seed=3)
+  it2.set_state(state)
+  assert [next(it2)["x"].tolist() for _ in range(3)] == want
+
+
+def test_greedy_decode_stops_at_eos():
+  import flax.linen as nn
+
+  class Next(nn.Module):  # Predicts (previous token + 1); 12 -> EOS.
+    @nn.compact
+    def __call__(self, ids):
+      nxt = jnp.where(ids == 12, EOS_ID, ids + 1)
+      return jax.nn.one_hot(nxt, 20) * 10.0
+
+  m = Next()
+  out = seq2seq.greedy_decode(m, {}, [np.array([9]), np.array([3, 4])], max_new=5, window=8,
+                              batch_size=2)
+  assert out == [[10, 11, 12], [5, 6, 7, 8, 9]]
+
+
+def test_seq2seq_trains_and_scores_bleu(tmp_path, data_dir):
+  rng = random.Random(0)
+  lex = {"cat": "katze", "dog": "hund", "red": "rot", "house": "haus"}
+  for name, n in (("train", 64), ("val", 9)):
+    with open(tmp_path / f"{name}.en", "w") as fe, open(tmp_path / f"{name}.de", "w") as fd:
+      for _ in range(n):
+        ws = [rng.choice(list(lex)) for _ in range(rng.randint(2, 4))]
+        fe.write(" ".join(ws) + "\n")
+        fd.write(" ".join(lex[w] for w in ws) + "\n")
+  c = tiny_config(str(tmp_path / "train.en"), data_dir, num_train_steps=2, eval_every_steps=2,
+                  checkpoint_every_steps=2, **{"data.seq_len": 48, "data.tokenizer": "char"})
+  c.data.format, c.data.target_path = "parallel", str(tmp_path / "train.de")
+  c.data.eval_path, c.data.eval_target_path = str(tmp_path / "val.en"), str(tmp_path / "val.de")
+  c.finetune.task, c.finetune.best_metric, c.finetune.max_decode_len = "seq2seq", "bleu", 4
+  out = finetune.train_task(c, str(tmp_path / "wd"))
+  assert out["eval_generated"] == 9 and 0 <= out["eval_bleu"] <= 100
+  assert out["eval_tokens"] > 0
+
+
+def test_lm_eval_mode_counts_every_token_once(pretrain, data_dir):
+  wd, c = pretrain
+  res = evaluate.evaluate_checkpoint(c, wd)
+  from jaxlm.data import sources
+
+  src = sources.data_source(c.data, "validation")
+  n = sum(len(sources.decode_text(src[i]["text"]).encode()) + 1 for i in range(len(src)))
+  assert res["tokens"] == n - 1  # Every token but the stream's first is a target once.
+  assert res["step"] == 4 and os.path.isfile(os.path.join(wd, "eval_validation_4.json"))
+  with pytest.raises(CheckpointError, match="has steps"):
+    evaluate.evaluate_checkpoint(c, wd, step=3)
+
+
+def test_bad_inputs_fail_before_training(pretrain, labeled, data_dir, tmp_path):
+  pre_wd, _ = pretrain
+  with pytest.raises(CheckpointError, match="no such directory"):
+    finetune.TaskRun(classify_config(labeled, data_dir, str(tmp_path / "nope")), None)
+  with pytest.raises(CheckpointError, match="holds no checkpoint"):
+    finetune.TaskRun(classify_config(labeled, data_dir, str(tmp_path)), None)
+  with pytest.raises(CheckpointError, match=r"backbone/stack/layer_0/mlp/wi/\w+ has shape \(48,?"):
+    finetune.TaskRun(classify_config(labeled, data_dir, pre_wd, **{"model.mlp_dim": 48}),
+                     str(tmp_path / "a")).init_state()
+  with pytest.raises(CheckpointError, match="'char' but the pretrained run"):
+    finetune.TaskRun(classify_config(labeled, data_dir, pre_wd, **{"data.tokenizer": "char"}),
+                     str(tmp_path / "b"))
+  with pytest.raises(ConfigError, match="pooling='first' on a causal"):
+    finetune.TaskRun(classify_config(labeled, data_dir, **{"finetune.pooling": "first"}), None)
+  bad = _labeled(tmp_path / "bad.tsv", 20, 2, bad_label="7")
+  with pytest.raises(DataError, match="label '7' is not in the label set"):
+    finetune.train_task(classify_config((bad, labeled[1]), data_dir), str(tmp_path / "c"))
+  empty = tmp_path / "empty.tsv"
+  empty.write_text("sentence\tlabel\n")
+  with pytest.raises(DataError, match="empty|no examples"):
+    finetune.train_task(classify_config((labeled[0], str(empty)), data_dir),
+                        str(tmp_path / "d"))
+  assert not os.path.exists(tmp_path / "d" / "checkpoints" / "1")
+
+
+def test_cli_eval_mode(pretrain, tmp_path):
+  wd, c = pretrain
+  cfg = tmp_path / "cfg.py"
+  cfg.write_text("import json\nfrom jaxlm.config import base_config\n"
+                 "def get_config():\n  c = base_config()\n"
+                 f"  for k, v in json.loads({json.dumps(json.dumps(_overrides(c)))}).items():\n"
+                 "    node = c\n    *ps, leaf = k.split('.')\n"
+                 "    for p in ps: node = node[p]\n    node[leaf] = v\n  return c\n")
+  r = run_cli([f"--config={cfg}", f"--workdir={wd}", "--mode=eval", "--split=validation"])
+  assert r.returncode == 0, r.stderr[-2000:]
+  assert "lm eval of step 4 (latest) on validation" in r.stdout
+  r = run_cli([f"--config={cfg}", f"--workdir={tmp_path / 'none'}", "--mode=eval"])
+  assert r.returncode == 1 and "No checkpoint" in r.stderr
+
+
+def _overrides(c) -> dict:
+  keys = ("data.path", "data.data_dir", "data.doc_unit", "data.batch_size", "data.seq_len",
+          "model.num_layers", "model.num_heads", "model.emb_dim", "model.mlp_dim",
+          "sample.num_tokens")
+  out = {}
+  for k in keys:
+    node = c
+    for p in k.split("."):
+      node = node[p]
+    out[k] = node
+  return out
+
+
+@pytest.mark.parametrize("name,arg", [("sst2_finetune", "pretrain,smoke"),
+                                      ("sst2_finetune", "bert,smoke"),
+                                      ("multi30k_translate", "test,smoke")])
+def test_recipe_variants_validate(name, arg):
+  from test_config import REPO, load
+
+  c = load(os.path.join(REPO, "configs", f"{name}.py"), arg)
+  finetune.validate_task(c)
+  assert c.num_train_steps == 20
+
+
+def test_real_sst2_dev_reads_with_labels(data_dir):
+  from conftest import SHARED_DATA
+
+  dev = os.path.join(SHARED_DATA, "sst2", "dev.tsv")
+  if not os.path.isfile(dev):
+    pytest.skip(f"real SST-2 not at {dev} (set JAXLM_SHARED_DATA)")
+  from test_config import REPO, load
+
+  c = load(os.path.join(REPO, "configs", "sst2_finetune.py"), "smoke")
+  c.data.path, c.data.eval_path, c.data.data_dir = dev, dev, data_dir
+  texts, labels = tasks.read_split(c.data, "validation", "classify")
+  assert len(texts) == 872 and set(labels) == {0, 1}  # GLUE SST-2 dev: 872 rows, 2 classes.
