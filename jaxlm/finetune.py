@@ -24,7 +24,7 @@ import optax
 from absl import logging
 
 from jaxlm import checkpoint as ckpt_lib
-from jaxlm import heads, objectives, optim, pretrained, seq2seq, sharding, tasks, train
+from jaxlm import heads, objectives, optim, pretrained, resilience, seq2seq, sharding, tasks, train
 from jaxlm import metrics as metrics_lib
 from jaxlm.config import ConfigError
 from jaxlm.data import tokenizers as tok_lib
@@ -363,7 +363,12 @@ def train_task(config, workdir: str, devices=None) -> dict:
         is_last = done == config.num_train_steps
         if done % config.log_every_steps == 0 or is_last:
           m = {k: float(v) for k, v in jax.device_get(m).items()}
-          train._check_finite(done, m)
+          what = resilience.bad_metric(m)
+          if what:  # Fine-tuning always stops on a non-finite loss (nothing saved after it).
+            raise train.TrainingError(
+                f"{what} at step {done}: training diverged. Nothing after the last checkpoint "
+                "was saved. Fix: lower optimizer.learning_rate (or finetune.head_lr), then "
+                "rerun (it resumes from the last good checkpoint).")
           writer.write(done, m)
           logging.info("step %d/%d  loss %.4f  acc %.3f  lr %.2e  %.1fs", done,
                        config.num_train_steps, m["train_loss"], m["train_accuracy"], m["lr"],
