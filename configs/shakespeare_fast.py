@@ -35,6 +35,7 @@ def get_config(arg: str | None = None):
   c.eval_steps = 10
   c.checkpoint_every_steps = 700
   c.sample.num_tokens = 0
+  c.cpu_devices = 2  # Data parallel over both cores of a 2-core CPU (ignored on accelerators).
   if arg == "b12":
     c.data.batch_size = 12
     c.optimizer.learning_rate = 2e-3

@@ -28,7 +28,7 @@ import tempfile
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxlm import benchmark
+from jaxlm import benchmark, sharding
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
@@ -48,6 +48,8 @@ flags.DEFINE_integer("vocab_size", 0, "AOT vocabulary size (e.g. 50257); 0 = 256
 def main(argv) -> None:
   del argv
   config = FLAGS.config
+  if not FLAGS.aot:
+    sharding.use_cpu_devices(config.get("cpu_devices", 0))
   if FLAGS.aot:
     from jaxlm import aot
     result = aot.run_aot(config, FLAGS.mesh, FLAGS.vocab_size or 256, sys.argv[1:])

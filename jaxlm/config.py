@@ -54,7 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
   c.eval_steps = -1  # Eval batches per evaluation; -1 = the whole eval split.
   c.checkpoint_every_steps = 500  # Also saved at the last step.
   c.keep_checkpoints = 3  # Latest N kept (at least 2 so a corrupt latest can fall back).
-  c.peak_flops_per_device = 113e9  # For MFU. 113 GFLOP/s = fp32 matmul peak on a 2-core AVX2 CPU.
+  c.cpu_devices = 0  # CPU only: split the host into N JAX devices (one per core); 0 = JAX default.
+  # For MFU; per accelerator, or per host on CPU (113e9: fp32 matmul peak of a 2-core CPU).
+  c.peak_flops_per_device = 113e9
   c.nan_policy = "stop"  # Non-finite loss/grad: stop | skip (the update) | rollback (to the
   # last checkpoint, skipping the data since). See jaxlm/resilience.py.
   c.nan_max_retries = 5  # skip: consecutive skipped steps; rollback: rollbacks; then stop.

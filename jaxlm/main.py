@@ -14,7 +14,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from jaxlm import config as config_lib
-from jaxlm import distributed, evaluate, finetune, train
+from jaxlm import distributed, evaluate, finetune, sharding, train
 from jaxlm.checkpoint import CheckpointError
 from jaxlm.data.sources import DataError
 
@@ -51,6 +51,7 @@ class _QuietLibraries(std_logging.Filter):
 def main(argv) -> None:
   del argv
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  sharding.use_cpu_devices(FLAGS.config.get("cpu_devices", 0))
   try:
     multi = distributed.settings(FLAGS.coordinator_address, FLAGS.num_processes,
                                  FLAGS.process_id)

@@ -7,6 +7,7 @@ changes the parallelism, not the code.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import flax.linen as nn
@@ -15,6 +16,23 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from jaxlm.config import MESH_AXES, ConfigError, mesh_shape
+
+
+def use_cpu_devices(n: int) -> None:
+  """Splits the host CPU into `n` JAX devices; call before JAX starts its backends.
+
+  XLA runs each device's program on its own thread and runs small matmuls on about
+  one core, so on a CPU-only machine data parallelism over one device per core keeps
+  every core busy (measured: 1.46x tokens/s at nanoGPT's shape on 2 cores). An
+  explicit `--xla_force_host_platform_device_count` in XLA_FLAGS (tests) wins.
+  """
+  if n <= 0 or "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+    return
+  try:
+    jax.config.update("jax_num_cpu_devices", int(n))
+  except RuntimeError as e:  # Backends already started in this process.
+    raise ConfigError(f"config.cpu_devices={n} must be set before JAX starts ({e}). Fix: pass "
+                      "it on the command line of a fresh process.") from e
 
 
 def make_mesh(shape: Sequence[int], devices: Sequence[jax.Device] | None = None) -> Mesh:

@@ -352,7 +352,9 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   eval_cache: dict = {}
   prefetch = pipeline.Prefetcher(train_iter, run.to_global, config.data.prefetch)
   tokens_per_step = config.data.batch_size * config.data.seq_len
-  peak = config.peak_flops_per_device * run.mesh.size
+  # CPU devices share the host's cores: the stated peak is per host there.
+  on_cpu = run.mesh.devices.flat[0].platform == "cpu"
+  peak = config.peak_flops_per_device * (jax.process_count() if on_cpu else run.mesh.size)
   num_steps = config.num_train_steps
   end = min(num_steps, config.get("stop_after_steps") or num_steps)  # Sweeps pause runs early.
   last_eval: dict = {}
