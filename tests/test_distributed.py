@@ -30,7 +30,9 @@ def _args(workdir, text_file, data_dir):
   flat = {**OVERRIDES, "data.path": text_file, "data.data_dir": data_dir,
           "data.doc_unit": "paragraph", "data.batch_size": 8, "data.seq_len": 32,
           "model.num_layers": 2, "model.num_heads": 2, "model.emb_dim": 32, "model.mlp_dim": 64,
-          "optimizer.warmup_steps": 2, "sample.num_tokens": 0}
+          "optimizer.warmup_steps": 2, "sample.num_tokens": 0,
+          "optimizer.learning_rate": tiny_config("", "").optimizer.learning_rate,
+          "cpu_devices": 0}  # As tiny_config (the reference run), whatever default.py says.
   return ["--config=configs/default.py", f"--workdir={workdir}",
           *[f"--config.{k}={v}" for k, v in flat.items()]]
 
