@@ -38,6 +38,9 @@ flags.DEFINE_integer("warmup", 5, "Untimed steps after compile (throughput).")
 flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s per device for MFU; 0 = measure now.")
 flags.DEFINE_float("target_loss", 1.88, "Validation loss to reach (time_to_loss).")
 flags.DEFINE_integer("max_seconds", 600, "Give up after this long (time_to_loss).")
+flags.DEFINE_integer("quick_stride", 4, "time_to_loss: estimate on every Nth validation batch.")
+flags.DEFINE_float("quick_margin", 0.015, "time_to_loss: whole split once the estimate is "
+                   "within this of the target.")
 flags.DEFINE_integer("profile_steps", 0, "Also trace this many steps: time per XLA op kind.")
 flags.DEFINE_string("out", "", "Write the results as JSON here.")
 flags.DEFINE_string("workdir", "", "Tokenizer cache etc.; '' = a temporary directory.")
@@ -61,7 +64,9 @@ def main(argv) -> None:
                                       profile_steps=FLAGS.profile_steps)
       result["peak_flops_source"] = "flag" if FLAGS.peak_flops else "measured fp32 matmul"
     else:
-      result = benchmark.time_to_loss(config, workdir, FLAGS.target_loss, FLAGS.max_seconds)
+      result = benchmark.time_to_loss(config, workdir, FLAGS.target_loss, FLAGS.max_seconds,
+                                      quick_stride=FLAGS.quick_stride,
+                                      quick_margin=FLAGS.quick_margin)
   result["environment"] = benchmark.environment()
   result["command"] = "python -m jaxlm.bench " + " ".join(sys.argv[1:])
   benchmark.print_table(result)

@@ -127,7 +127,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.sliding_window = 0  # Attend to at most this many previous tokens; 0 = unlimited.
   m.norm = "layernorm"  # layernorm | rmsnorm.
   m.norm_position = "pre"  # pre | post.
-  m.mlp = "gelu"  # gelu | swiglu.
+  m.mlp = "gelu"  # gelu | relu | relu2 (squared ReLU) | swiglu.
   m.use_bias = True
   m.dropout = 0.0  # Residual/embedding dropout.
   m.attention_dropout = 0.0
@@ -137,6 +137,7 @@ def base_config() -> ml_collections.ConfigDict:
   m.scan_layers = False  # nn.scan over layers: compile time independent of depth.
   m.remat = "none"  # none | full | dots_saveable.
   m.attention_impl = ""  # jax.nn.dot_product_attention implementation; '' = default.
+  m.fused_qkv = False  # One [D, 3, H, E] q/k/v projection (MHA only); fewer, larger matmuls.
   m.norm_eps = 1e-6  # Norm epsilon; 1e-5 for Hugging Face GPT-2 weights (see jaxlm.hf).
   m.type_vocab_size = 0  # bert: segment/type embeddings (alternate packed documents); 0 = off.
   m.lstm_hidden_dim = 0  # lstm: state width; 0 = emb_dim.
@@ -249,13 +250,16 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int 
   if m.num_heads % kv:
     _fail("model.num_kv_heads", f"{kv} does not divide num_heads={m.num_heads}.",
           "use a divisor of num_heads (1 = multi-query).")
+  if m.get("fused_qkv") and kv != m.num_heads:
+    _fail("model.fused_qkv", f"needs multi-head attention, but num_kv_heads={kv} and "
+          f"num_heads={m.num_heads}.", "set model.fused_qkv=False for GQA/MQA.")
   choices = {
       "model.family": (m.family, FAMILIES),
       "model.position": (m.position, ("none", "learned", "sinusoidal", "rope", "alibi")),
       "model.attention": (m.attention, ("dot", "bilinear")),
       "model.norm": (m.norm, ("layernorm", "rmsnorm")),
       "model.norm_position": (m.norm_position, ("pre", "post")),
-      "model.mlp": (m.mlp, ("gelu", "swiglu")),
+      "model.mlp": (m.mlp, ("gelu", "relu", "relu2", "swiglu")),
       "model.remat": (m.remat, ("none", "full", "dots_saveable")),
       "model.dtype": (m.dtype, ("float32", "bfloat16", "float16")),
       "model.param_dtype": (m.param_dtype, ("float32", "bfloat16")),

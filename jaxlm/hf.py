@@ -65,10 +65,14 @@ def to_hf(params, cfg: TransformerConfig) -> tuple[dict, dict[str, np.ndarray]]:
     h, a, m = f"transformer.h.{i}.", lp["attn"], lp["mlp"]
     t[h + "ln_1.weight"], t[h + "ln_1.bias"] = lp["norm1"]["scale"], lp["norm1"]["bias"]
     t[h + "ln_2.weight"], t[h + "ln_2.bias"] = lp["norm2"]["scale"], lp["norm2"]["bias"]
-    t[h + "attn.c_attn.weight"] = np.concatenate(
-        [a[n]["kernel"].reshape(d, d) for n in ("query", "key", "value")], axis=1)
-    t[h + "attn.c_attn.bias"] = np.concatenate(
-        [a[n]["bias"].reshape(d) for n in ("query", "key", "value")])
+    if "qkv" in a:  # model.fused_qkv: [D, 3, H, E] is already GPT-2's c_attn column order.
+      t[h + "attn.c_attn.weight"] = a["qkv"]["kernel"].reshape(d, 3 * d)
+      t[h + "attn.c_attn.bias"] = a["qkv"]["bias"].reshape(3 * d)
+    else:
+      t[h + "attn.c_attn.weight"] = np.concatenate(
+          [a[n]["kernel"].reshape(d, d) for n in ("query", "key", "value")], axis=1)
+      t[h + "attn.c_attn.bias"] = np.concatenate(
+          [a[n]["bias"].reshape(d) for n in ("query", "key", "value")])
     t[h + "attn.c_proj.weight"] = a["out"]["kernel"].reshape(d, d)
     t[h + "attn.c_proj.bias"] = a["out"]["bias"]
     t[h + "mlp.c_fc.weight"], t[h + "mlp.c_fc.bias"] = m["wi"]["kernel"], m["wi"]["bias"]

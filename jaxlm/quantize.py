@@ -23,9 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 
 # Axes (counted from the end) that are reduced to one scale, by parameter role.
-# Attention q/k/v kernels are [D, H, E], the attention output [H, E, D], dense [in, out],
-# tables [rows, D]. A leading axis (scanned layers) is kept, so each layer has its scales.
-_REDUCE = {"query": (-3,), "key": (-3,), "value": (-3,), "out": (-3, -2)}
+# Attention q/k/v kernels are [D, H, E] (fused: [D, 3, H, E]), the output [H, E, D],
+# dense [in, out], tables [rows, D]. A leading axis (scanned layers) is kept, so each layer
+# has its scales.
+_REDUCE = {"query": (-3,), "key": (-3,), "value": (-3,), "qkv": (-4,), "out": (-3, -2)}
 _DENSE = (-2,)
 _TABLE = (-1,)
 SAFETENSORS_FILE = "model.safetensors"

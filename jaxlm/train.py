@@ -244,15 +244,21 @@ class Run:
 
 
 def evaluate(run: Run, params, eval_step_fn, split: str | None = None,
-             max_batches: int = -1, cache: dict | None = None) -> dict[str, float]:
-  """Loss, perplexity, bits per byte and accuracy over the split (or its first batches)."""
+             max_batches: int = -1, cache: dict | None = None,
+             stride: int = 1) -> dict[str, float]:
+  """Loss, perplexity, bits per byte and accuracy over the split (or its first batches).
+
+  `stride` > 1 evaluates every stride-th batch of the whole split instead: a cheap
+  estimate without the bias of the split's first batches.
+  """
   d = run.config.data
-  key = (split, max_batches)
+  key = (split, max_batches, stride)
   if cache is not None and key in cache:
     batches = cache[key]
   else:
     batches = pipeline.eval_batches(d, run.tokenizer, split, jax.process_index(),
-                                    jax.process_count(), max_batches)
+                                    jax.process_count(), -1 if stride > 1 else max_batches)
+    batches = batches[::stride]
     if jax.process_count() > 1:  # Every process must run the same number of steps.
       from jax.experimental import multihost_utils
       n = int(np.max(multihost_utils.process_allgather(np.array(len(batches)))))

@@ -9,6 +9,7 @@ from conftest import REPO, tiny_config
 
 from jaxlm import aot, benchmark, train
 from jaxlm.config import ConfigError
+from jaxlm.data import pipeline
 
 
 def test_throughput_numbers_are_consistent(tmp_path, text_file, data_dir):
@@ -53,6 +54,21 @@ def test_time_to_loss_stops_at_the_target(tmp_path, text_file, data_dir):
   miss = benchmark.time_to_loss(c, str(tmp_path / "b"), target=0.01, max_seconds=300,
                                 devices=jax.devices()[:1])
   assert not miss["reached"] and miss["steps"] == 10 and miss["eval_loss"] > 0.01
+
+
+def test_strided_estimate_evaluates_every_nth_batch_of_the_split(tmp_path, text_file, data_dir):
+  c = tiny_config(text_file, data_dir)
+  run = train.Run(c, str(tmp_path), jax.devices()[:1])
+  params, eval_fn = run.init_state().params, run.jit_eval_step()
+  every = pipeline.eval_batches(c.data, run.tokenizer)
+  assert len(every) >= 4
+  cache: dict = {}
+  strided = train.evaluate(run, params, eval_fn, stride=3, cache=cache)
+  sums = [jax.device_get(eval_fn(params, run.to_global(b))) for b in every[::3]]
+  want = sum(float(x["loss_sum"]) for x in sums) / sum(float(x["weight_sum"]) for x in sums)
+  assert strided["loss"] == pytest.approx(want, rel=1e-6)  # Batches 0, 3, 6, ... of the split.
+  first = train.evaluate(run, params, eval_fn, max_batches=len(sums), cache=cache)
+  assert first["tokens"] == strided["tokens"] and first["loss"] != pytest.approx(want, rel=1e-6)
 
 
 def test_aot_memory_per_device_shrinks_with_fsdp(text_file, data_dir):

@@ -84,6 +84,23 @@ def test_incompatible_model_is_refused_naming_fields():
     hf.to_hf({}, cfg)
 
 
+def test_fused_qkv_exports_the_same_c_attn():
+  kw = dict(vocab_size=50, num_layers=1, num_heads=2, emb_dim=16, mlp_dim=32)
+  ids = jnp.zeros((1, 4), jnp.int32)
+  params = nn_unbox(TransformerLM(TransformerConfig(**kw)).init(jax.random.key(0), ids)["params"])
+  attn = params["stack"]["layer_0"]["attn"]
+  names = ("query", "key", "value")
+  fused = jax.tree.map(lambda x: x, params)
+  fused["stack"]["layer_0"]["attn"] = {"out": attn["out"], "qkv": {
+      "kernel": jnp.stack([attn[n]["kernel"] for n in names], axis=1),
+      "bias": jnp.stack([attn[n]["bias"] for n in names], axis=0)}}
+  _, want = hf.to_hf(params, TransformerConfig(**kw))
+  _, got = hf.to_hf(fused, TransformerConfig(fused_qkv=True, **kw))
+  assert want.keys() == got.keys()
+  for k in want:
+    np.testing.assert_array_equal(got[k], want[k], err_msg=k)
+
+
 def test_plain_safetensors_params(tmp_path):
   cfg = TransformerConfig(vocab_size=50, num_layers=1, num_heads=2, emb_dim=16, mlp_dim=32,
                           position="rope")

@@ -34,6 +34,8 @@ def test_per_channel_scales_and_error_bound():
   assert q["embed"]["embedding"].scale.shape == (384, 1)  # One per vocab row.
   assert q["pos"]["pos_embedding"].q.dtype == jnp.int8
   assert not isinstance(q["stack"]["layer_0"]["attn"]["query"]["bias"], quantize.QArray)
+  fused = quantize.quantize_params(_model(fused_qkv=True)[1])["stack"]["layer_0"]["attn"]
+  assert fused["qkv"]["kernel"].scale.shape == (1, 3, 4, 8)  # [D, 3, H, E]: per (q/k/v, head, dim).
   assert not isinstance(q["final_norm"]["scale"], quantize.QArray)
   for orig, qa in [(params["stack"]["layer_1"]["attn"]["out"]["kernel"],
                     q["stack"]["layer_1"]["attn"]["out"]["kernel"]),

@@ -21,7 +21,8 @@ CAUSAL_VARIANTS = [
     dict(position="alibi", num_kv_heads=1),  # MQA
     dict(position="rope", sliding_window=4),
     dict(position="alibi", sliding_window=3, scan_layers=True, remat="dots_saveable"),
-    dict(position="learned", remat="full"),
+    dict(position="learned", remat="full", fused_qkv=True, mlp="relu2"),
+    dict(position="rope", fused_qkv=True, scan_layers=True, mlp="relu"),
     dict(dropout=0.2, attention_dropout=0.2),  # Checked in training mode (dropout on).
 ]
 
@@ -99,6 +100,25 @@ def test_gqa_equals_mha_with_the_same_weights(manual):
   y_gqa = gqa.apply({"params": p_gqa}, x, pos, mutable=["intermediates"])[0]
   y_rep = mha.apply({"params": p_rep}, x, pos, mutable=["intermediates"])[0]
   np.testing.assert_allclose(y_gqa, y_rep, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_qkv_equals_separate_projections_with_the_same_weights():
+  x = jax.random.normal(jax.random.key(0), (2, 10, 32))
+  pos = jnp.broadcast_to(jnp.arange(10), (2, 10))
+  kw = dict(num_heads=4, head_dim=8, position="rope")
+  sep = Attention(**kw)
+  p = nn.meta.unbox(sep.init(jax.random.key(1), x, pos)["params"])
+  fused = Attention(fused_qkv=True, **kw)
+  shapes = jax.tree.map(jnp.shape, nn.meta.unbox(fused.init(jax.random.key(1), x, pos)["params"]))
+  assert set(shapes) == {"qkv", "out"} and shapes["qkv"]["kernel"] == (32, 3, 4, 8)
+  names = ("query", "key", "value")
+  p_fused = {"out": p["out"], "qkv": {
+      "kernel": jnp.stack([p[n]["kernel"] for n in names], axis=1),
+      "bias": jnp.stack([p[n]["bias"] for n in names], axis=0)}}
+  np.testing.assert_allclose(fused.apply({"params": p_fused}, x, pos),
+                             sep.apply({"params": p}, x, pos), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="fused_qkv needs num_kv_heads"):
+    Attention(fused_qkv=True, num_kv_heads=2, **kw).init(jax.random.key(1), x, pos)
 
 
 def test_rope_scores_depend_only_on_relative_position():

@@ -46,6 +46,7 @@ class Attention(nn.Module):
   cache_len: int = 0  # Cache size in tokens when decoding.
   sow_weights: bool = False  # Store attention weights in 'intermediates'.
   out_scale: float = 1.0
+  fused_qkv: bool = False  # One [D, 3, H, E] projection for q, k, v (MHA only): fewer matmuls.
 
   @nn.compact
   def __call__(self, x_BLD: jax.Array, positions_BL: jax.Array,
@@ -59,9 +60,19 @@ class Attention(nn.Module):
       return nn.Einsum((d, heads, e), "bld,dhe->blhe", name=name, bias_init=bias_init(axes[1:]),
                        kernel_init=dense_init(axes, in_axis=0, out_axis=(1, 2)), **kw)(x_BLD)
 
-    q_BLHE = proj("query", h, ("embed", "heads", "head_dim"))
-    k_BLKE = proj("key", k_heads, ("embed", "kv_heads", "head_dim"))
-    v_BLKE = proj("value", k_heads, ("embed", "kv_heads", "head_dim"))
+    if self.fused_qkv:  # The '3' axis is never sharded, so tensor shards split heads alike.
+      if k_heads != h:
+        raise ValueError(f"fused_qkv needs num_kv_heads == num_heads ({h}), got {k_heads}.")
+      axes = ("embed", None, "heads", "head_dim")
+      qkv_BL3HE = nn.Einsum((d, 3, h, e), "bld,dthe->blthe", name="qkv",
+                            bias_init=bias_init(axes[1:]),
+                            kernel_init=dense_init(axes, in_axis=0, out_axis=(1, 2, 3)),
+                            **kw)(x_BLD)
+      q_BLHE, k_BLKE, v_BLKE = (qkv_BL3HE[:, :, i] for i in range(3))
+    else:
+      q_BLHE = proj("query", h, ("embed", "heads", "head_dim"))
+      k_BLKE = proj("key", k_heads, ("embed", "kv_heads", "head_dim"))
+      v_BLKE = proj("value", k_heads, ("embed", "kv_heads", "head_dim"))
     q_BLHE = nn.with_logical_constraint(q_BLHE, ("act_batch", "act_seq", "act_heads", None))
     k_BLKE = nn.with_logical_constraint(k_BLKE, ("act_batch", "act_seq", "act_kv_heads", None))
     if self.position == "rope":

@@ -57,6 +57,7 @@ class TransformerConfig:
   cache_len: int = 0  # KV-cache slots when decoding; 0 = max_len (generation buckets set it).
   norm_eps: float = 1e-6  # LayerNorm/RMSNorm epsilon (Hugging Face GPT-2 uses 1e-5).
   type_vocab_size: int = 0  # > 0: add segment/type embeddings (BERT's sentence A/B).
+  fused_qkv: bool = False  # One q/k/v projection matmul (MHA only).
 
   @property
   def padded_vocab(self) -> int:
@@ -101,7 +102,7 @@ class Block(nn.Module):
         sliding_window=c.sliding_window, dropout=c.attention_dropout, use_bias=c.use_bias,
         dtype=dt, param_dtype=pdt, implementation=c.attention_impl or None, decode=c.decode,
         cache_len=c.cache_len or c.max_len, sow_weights=c.sow_weights, out_scale=out_scale,
-        name="attn")
+        fused_qkv=c.fused_qkv, name="attn")
     mlp = Mlp(c.mlp_dim, kind=c.mlp, use_bias=c.use_bias, dropout=c.dropout, dtype=dt,
               param_dtype=pdt, out_scale=out_scale, name="mlp")
     drop = nn.Dropout(c.dropout)
