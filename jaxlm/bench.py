@@ -35,7 +35,8 @@ config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", l
 flags.DEFINE_enum("mode", "throughput", ["throughput", "time_to_loss"], "What to measure.")
 flags.DEFINE_integer("steps", 50, "Timed steps (throughput).")
 flags.DEFINE_integer("warmup", 5, "Untimed steps after compile (throughput).")
-flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s per device for MFU; 0 = measure now.")
+flags.DEFINE_float("peak_flops", 0.0, "Peak FLOP/s per device for MFU (per host on CPU, "
+                   "whose JAX devices share the cores); 0 = measure now.")
 flags.DEFINE_float("target_loss", 1.88, "Validation loss to reach (time_to_loss).")
 flags.DEFINE_integer("max_seconds", 600, "Give up after this long (time_to_loss).")
 flags.DEFINE_integer("quick_stride", 4, "time_to_loss: estimate on every Nth validation batch.")

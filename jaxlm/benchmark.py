@@ -158,6 +158,9 @@ def throughput(config, workdir: str, steps: int, warmup: int, peak: float,
       prof = op_profile(run_step, next_args, profile_steps)
   step_s = float(np.median(times))
   n_dev = run.mesh.size
+  # A CPU "device" (config.cpu_devices) is a share of the host, whose peak was measured.
+  on_cpu = run.mesh.devices.flat[0].platform == "cpu"
+  peak_total = peak * (jax.process_count() if on_cpu else n_dev)
   tps = tokens_per_step / step_s
   flops_s = tps * run.flops_per_token
   return {
@@ -171,8 +174,9 @@ def throughput(config, workdir: str, steps: int, warmup: int, peak: float,
       "tokens_per_s": tps, "loop_tokens_per_s": tokens_per_step / loop_s,
       "flops_per_token": run.flops_per_token, "flops_formula": FLOPS_FORMULA,
       "xla_flops_per_step": xla_flops(compiled), "achieved_flops_per_s": flops_s,
-      "peak_flops_per_device": peak, "mfu": flops_s / (peak * n_dev),
-      "loop_mfu": tokens_per_step / loop_s * run.flops_per_token / (peak * n_dev),
+      "peak_flops_per_device": peak, "peak_flops_total": peak_total,
+      "mfu": flops_s / peak_total,
+      "loop_mfu": tokens_per_step / loop_s * run.flops_per_token / peak_total,
       "compiled_memory_bytes": compiled_memory(compiled),
       "peak_host_memory_mb": host_memory_mb(),
       "peak_device_memory_mb": device_memory_mb(jax.devices()[0]),
