@@ -138,9 +138,11 @@ def throughput(config, workdir: str, steps: int, warmup: int, peak: float,
       state, m = compiled(state, batches[i % len(batches)])
       jax.block_until_ready(m)
       times.append(time.perf_counter() - t)
-    t = time.perf_counter()  # Back to back, as the training loop dispatches them.
+    t = time.perf_counter()  # As the training loop dispatches them: one step in flight.
     for i in range(steps):
+      prev = m
       state, m = compiled(state, batches[i % len(batches)])
+      jax.block_until_ready(prev)
     jax.block_until_ready(m)
     loop_s = (time.perf_counter() - t) / max(steps, 1)
     final_loss = float(m["train_loss"])
@@ -210,7 +212,10 @@ def time_to_loss(config, workdir: str, target: float, max_seconds: float,
   try:
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
       for step in range(1, config.num_train_steps + 1):
+        prev = m
         state, m = train_fn(state, next(prefetch)[0])
+        if prev is not None:  # At most one step in flight, as in the training loop.
+          jax.block_until_ready(prev)
         if step % config.eval_every_steps and step != config.num_train_steps:
           continue
         quick = train.evaluate(run, state.params, eval_fn, cache=cache,

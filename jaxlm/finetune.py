@@ -357,9 +357,12 @@ def train_task(config, workdir: str, devices=None) -> dict:
   stopped_early = False
   try:
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
+      prev = None
       for step in range(start, config.num_train_steps):
         state, m = train_fn(state, run.to_global(next(it)))
-        done = step + 1
+        if prev is not None:  # One step in flight: see train.train_and_evaluate.
+          jax.block_until_ready(prev)
+        prev, done = m, step + 1
         is_last = done == config.num_train_steps
         if done % config.log_every_steps == 0 or is_last:
           m = {k: float(v) for k, v in jax.device_get(m).items()}

@@ -392,7 +392,10 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
         if step + 1 in fault_plan.get("nan_batch", ()):
           batch = faults.poison_batch(batch)
         state, metrics = train_step_fn(state, batch)
-        if pending is not None:  # Read step N-1 while step N runs.
+        # Read step N-1 while step N runs. This bound on the steps in flight also matters
+        # for correctness: with several CPU devices (cpu_devices) on a busy host, dozens
+        # of queued steps can deadlock XLA:CPU's all-reduce rendezvous (seen on jax 0.10.2).
+        if pending is not None:
           prev_step, prev = pending[0], jax.device_get(pending[1])
           state = nan_guard.check(prev_step, prev, state)
           interval_losses.append(float(prev["train_loss"]))
