@@ -5,9 +5,12 @@
   python -m jaxlm.main --config=configs/shakespeare_fast.py --workdir=/tmp/shk_fast
 
 nanoGPT's CPU model shape (4 layers, 4 heads, 128 wide, block 64) and data split
-(first 90% train, last 10% validation); what changes is the schedule: a 3x higher
-peak learning rate with a short warmup, decayed over fewer steps, and a larger batch
-that keeps the matmuls busier per step. Variants: `:b12` keeps nanoGPT's batch of 12.
+(first 90% train, last 10% validation). What changes: a 3x higher peak learning rate
+decayed over 1,000 steps of 16 rows (1.0M tokens; nanoGPT trains 1.5M), squared-ReLU
+MLPs and one fused q/k/v matmul (both cheaper per step on CPU), and both cores used
+through two CPU devices. Batch 16 rather than 32: per token, the smaller batch costs
+less CPU (its activations stay in cache) and learns more per token at this size.
+`:b32` is the previous recipe (batch 32, GELU, 700 steps: 1.862 at step 600 in 86 s).
 """
 
 from jaxlm.config import base_config
@@ -23,23 +26,27 @@ def get_config(arg: str | None = None):
   c.data.tokenizer = "char"
   c.data.seq_len = 64
   c.model.num_layers, c.model.num_heads, c.model.emb_dim, c.model.mlp_dim = 4, 4, 128, 512
+  c.model.mlp = "relu2"
+  c.model.fused_qkv = True
   c.optimizer.b2 = 0.99
   c.optimizer.weight_decay = 0.1
-  c.data.batch_size = 32
+  c.data.batch_size = 16
   c.optimizer.learning_rate = 3e-3
-  c.optimizer.warmup_steps = 50
+  c.optimizer.warmup_steps = 100
   c.optimizer.end_lr_factor = 0.1
-  c.num_train_steps = 700
+  c.num_train_steps = 1000
   c.log_every_steps = 100
   c.eval_every_steps = 100
   c.eval_steps = 10
-  c.checkpoint_every_steps = 700
+  c.checkpoint_every_steps = 1000
   c.sample.num_tokens = 0
   c.cpu_devices = 2  # Data parallel over both cores of a 2-core CPU (ignored on accelerators).
-  if arg == "b12":
-    c.data.batch_size = 12
-    c.optimizer.learning_rate = 2e-3
-    c.num_train_steps = 1500
-    c.eval_every_steps = 100
-    c.checkpoint_every_steps = 1500
+  if arg == "b32":
+    c.model.mlp, c.model.fused_qkv = "gelu", False
+    c.data.batch_size = 32
+    c.optimizer.warmup_steps = 50
+    c.num_train_steps = 700
+    c.checkpoint_every_steps = 700
+  elif arg:
+    raise ValueError(f"configs/shakespeare_fast.py:{arg}: unknown variant; use '' or 'b32'.")
   return c
