@@ -20,6 +20,7 @@ import dataclasses
 import glob
 import hashlib
 import json
+import logging as pylogging
 import os
 from collections.abc import Iterator, Sequence
 
@@ -252,6 +253,18 @@ def _catalog_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilde
         f"`tfds build {name} --file_format=array_record --data_dir=DIR`) and pass "
         "--config.data.data_dir=DIR, or use local files with --config.data.path.")
   return builder
+
+
+class _QuietTfdsNotices(pylogging.Filter):
+  """Drops tfds's per-call notices about every local dataset (one per split, per read)."""
+
+  NOTICES = ("Using custom data configuration", "Load dataset info from")
+
+  def filter(self, record: pylogging.LogRecord) -> bool:
+    return not str(record.msg).startswith(self.NOTICES)
+
+
+logging.get_absl_logger().addFilter(_QuietTfdsNotices())
 
 
 def get_builder(d, prepare: bool = True) -> tfds.core.DatasetBuilder:
