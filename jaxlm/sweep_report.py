@@ -46,7 +46,7 @@ def collect_run(sweep: sweep_lib.Sweep, out: str, spec: sweep_lib.RunSpec) -> di
              "variant": spec.variant, "spec": spec, "status": status,
              "curve": _series(rows, "eval_loss"),
              "steps": max((int(x.get("step", 0)) for x in rows), default=0)}
-  for key in dict.fromkeys([sweep.metric, "eval_loss", "eval_ppl", "eval_bpb"]):
+  for key in dict.fromkeys([sweep.metric, "eval_loss", "eval_ppl", *sweep.columns]):
     s = _series(rows, key)
     r[f"final:{key}"] = s[-1][1] if s else math.nan
   metric = _series(rows, sweep.metric)
@@ -103,7 +103,7 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 def value_columns(sweep: sweep_lib.Sweep) -> list[str]:
   cols = [f"final:{sweep.metric}", f"best:{sweep.metric}"]
-  cols += [f"final:{k}" for k in ("eval_loss", "eval_ppl", "eval_bpb") if k != sweep.metric]
+  cols += [f"final:{k}" for k in sweep.columns if k != sweep.metric]
   cols += [f"eval_loss@{n}" for n in sweep.extra_eval_seq_lens]
   return cols + ["wall_s", "tokens_per_sec"]
 
@@ -264,6 +264,37 @@ def plot_metric_vs_key(sweep: sweep_lib.Sweep, groups: list[dict], key: str,
   return plots._save(fig, path, plots.DEFAULT_DPI)
 
 
+def plot_curves_and_levels(curves: dict, levels: dict, path: str, title: str, ylabel: str,
+                           logx: bool = False) -> str:
+  """Curves over steps, plus a dashed level per run without steps (an n-gram's fit)."""
+  fig = plots._new_figure((7.0, 4.5), plots.DEFAULT_DPI)
+  ax = fig.add_subplot()
+  for name, pts in curves.items():
+    xs, ys = zip(*sorted(pts), strict=True)
+    ax.plot(xs, ys, label=str(name), marker="." if len(pts) < 30 else None)
+  for i, (name, y) in enumerate(levels.items()):
+    ax.axhline(y, linestyle="--", linewidth=1, color=f"C{(len(curves) + i) % 10}",
+               label=f"{name} (no training steps)")
+  plots._decorate(ax, title, "step", ylabel, logx, False)
+  return plots._save(fig, path, plots.DEFAULT_DPI)
+
+
+def plot_metric_vs_params(sweep: sweep_lib.Sweep, groups: list[dict], path: str) -> str | None:
+  """Final metric against parameter count (log x), one labelled point per setting."""
+  col = f"final:{sweep.metric}"
+  pts = [(g["params"], *g[col], g["group"]) for g in groups
+         if g["params"] and not math.isnan(g[col][0])]
+  if len({p[0] for p in pts}) < 2:
+    return None
+  fig = plots._new_figure((6.5, 4.5), plots.DEFAULT_DPI)
+  ax = fig.add_subplot()
+  for n, mean, std, label in pts:
+    ax.errorbar([n], [mean], yerr=[std], marker="o", capsize=3)
+    ax.annotate(label, (n, mean), textcoords="offset points", xytext=(4, 4), fontsize="small")
+  plots._decorate(ax, "", "parameters", f"final {sweep.metric}", True, False)
+  return plots._save(fig, path, plots.DEFAULT_DPI)
+
+
 def _trained(curve: list) -> bool:
   """A curve over training steps (n-gram runs have one evaluation at step 0: no curve)."""
   return any(step > 0 for step, _ in curve)
@@ -272,12 +303,14 @@ def _trained(curve: list) -> bool:
 def write_plots(sweep: sweep_lib.Sweep, runs: list[dict], groups: list[dict],
                 out: str, prerequisites: Sequence[dict] = ()) -> list[str]:
   curves = {r["name"]: r["curve"] for r in runs if _trained(r["curve"])}
+  levels = {r["name"]: r["curve"][-1][1] for r in runs if r["curve"] and not _trained(r["curve"])}
   paths = []
   if curves:
     for logx, name in ((False, "curves.png"), (True, "curves_logx.png")):
-      paths.append(plots.plot_curves(curves, os.path.join(out, name),
-                                     title="validation loss per run", ylabel="eval_loss",
-                                     logx=logx))
+      kw = dict(title="validation loss per run", ylabel="eval_loss", logx=logx)
+      path = os.path.join(out, name)
+      paths.append(plot_curves_and_levels(curves, levels, path, **kw) if levels
+                   else plots.plot_curves(curves, path, **kw))
   if sweep.metric != "eval_loss":
     curves = {r["name"]: r["metric_series"] for r in runs if _trained(r["metric_series"])}
     if curves:
@@ -294,7 +327,8 @@ def write_plots(sweep: sweep_lib.Sweep, runs: list[dict], groups: list[dict],
                            os.path.join(out, f"{sweep.metric}_vs_{short[key]}.png"))
     if p:
       paths.append(p)
-  return paths
+  p = plot_metric_vs_params(sweep, groups, os.path.join(out, f"{sweep.metric}_vs_params.png"))
+  return paths + ([p] if p else [])
 
 
 # ----------------------------------------------------------------------------- report

@@ -134,6 +134,7 @@ class Sweep:
   halving: Halving | None = None  # Successive halving (random searches).
   plot_logx: tuple = ()  # Swept keys whose metric plot uses a log x axis (auto for LogUniform).
   description: str = ""  # One line for the report.
+  columns: tuple = ("eval_loss", "eval_ppl", "eval_bpb")  # Final metrics shown besides `metric`.
   variants: dict = dataclasses.field(default_factory=dict)  # name -> bundle of overrides.
   prerequisites: dict = dataclasses.field(default_factory=dict)  # name -> bundle; run first.
 

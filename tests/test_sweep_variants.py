@@ -95,6 +95,12 @@ def test_failed_prerequisite_blocks_its_dependents_only(tmp_path, monkeypatch):
                       "alone,seed=0": "done"}
 
 
+def test_report_columns_are_configurable():
+  s = sw.Sweep(config="c.py", metric="eval_accuracy", goal="max", columns=("eval_macro_f1",))
+  assert sweep_report.value_columns(s) == ["final:eval_accuracy", "best:eval_accuracy",
+                                           "final:eval_macro_f1", "wall_s", "tokens_per_sec"]
+
+
 def test_params_read_from_every_family_log(tmp_path):
   log = tmp_path / "sweep.log"
   for line, n in [("Parameters: 2,076,160 total, 396,800 non-embedding;", 2076160),
@@ -145,5 +151,6 @@ def test_variants_and_prerequisite_sweep_end_to_end(tmp_path, text_file, data_di
   md = (exp / "results" / "results.md").read_text()
   assert "| # | variant | seeds |" in md and "| prerequisite |" in md and "| pre |" in md
   assert "- Variant `kn`: `configs/ngram.py:smoke` + `ngram.order=2`" in md
-  assert os.path.exists(exp / "results" / "curves_prerequisites.png")
-  assert os.path.exists(exp / "results" / "eval_ppl_vs_variant.png")
+  for png in ("curves.png", "curves_prerequisites.png", "eval_ppl_vs_variant.png",
+              "eval_ppl_vs_params.png"):  # curves.png: the LM's curve + the n-gram's level.
+    assert (exp / "results" / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
