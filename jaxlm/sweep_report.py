@@ -375,7 +375,7 @@ def prerequisites_table(pre: Sequence[dict]) -> str:
 def _markdown(sweep, groups, runs, out, experiment, sessions_path, paths, pre=()) -> str:
   n_runs = len(runs)
   fixed = _overrides_text(sweep.overrides)
-  base = f"Base config `{sweep.config}`" if sweep.config else "No base config"
+  base = f"Base config `{sweep.config}`" if sweep.config else "Base config per variant"
   lines = [base + (f", fixed `{fixed}`" if fixed else "") + ".",
            f"{len(groups)} settings x {sweep.seeds} seed(s) = {n_runs} runs, ranked by the final "
            f"`{sweep.metric}` ({sweep.goal}); values are mean ± std over seeds."]
