@@ -37,7 +37,8 @@ and points at its workdir with `RunDir`:
         seeds=3, metric="eval_accuracy", goal="max")
 
 Prerequisites train in `<out>/runs/<name>` (a restart skips them when finished);
-the report lists them in their own table. See `jaxlm.sweep_spec` for the fields.
+the report lists them in their own table. `columns=("eval_macro_f1", ...)` picks the
+final metrics the table shows besides `metric`. See `jaxlm.sweep_spec` for the fields.
 """
 
 from __future__ import annotations

@@ -169,7 +169,7 @@ class Sweep:
           raise ValueError(f"{where} must be a dict of overrides, got {type(bundle).__name__}.")
         if not (bundle.get("config") or self.config):
           raise ValueError(f"{where} has no 'config' and Sweep.config is empty: set one.")
-        swept = set(bundle) & set(self.swept)
+        swept = set(bundle) & set(self.swept) if field == "variants" else set()
         if swept:
           raise ValueError(f"{where} sets swept keys {sorted(swept)}: keep each key in one place.")
     if not self.config and not self.variants:
