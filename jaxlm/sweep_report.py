@@ -207,14 +207,13 @@ def _is_number(v) -> bool:
   return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def plot_metric_vs_key(sweep: sweep_lib.Sweep, groups: list[dict], key: str,
-                       path: str) -> str | None:
-  """Final metric (mean ± std over seeds) against one swept key; one series per value of
-  the other grid keys. Numbers on a numeric axis (log for LogUniform), others as categories."""
+def metric_series(sweep: sweep_lib.Sweep, groups: list[dict], key: str) -> dict[str, list]:
+  """label -> [(value of `key`, mean, std)]: one series per combination of the other grid
+  values (and variants), plus one per extra evaluation length."""
   col = f"final:{sweep.metric}"
-  others = [k for k in sweep.grid if k != key]
-  short = sweep_lib._short_keys([*sweep.swept, "seed"])
-  grid = {"variant": list(sweep.variants), **sweep.grid}
+  grid = {"variant": list(sweep.variants), **sweep.grid} if sweep.variants else sweep.grid
+  others = [k for k in grid if k != key]
+  short = {**sweep_lib._short_keys([*sweep.swept, "seed"]), "variant": "variant"}
   # Extra evaluations at other lengths are the same metric: drawn as their own series.
   extra = [f"eval_loss@{n}" for n in sweep.extra_eval_seq_lens] if sweep.metric == "eval_loss" \
       else []
@@ -222,7 +221,7 @@ def plot_metric_vs_key(sweep: sweep_lib.Sweep, groups: list[dict], key: str,
   any_early = any(g["status"] != "done" for g in groups)
   for g in groups:
     x = key_value(g, key)
-    label = ", ".join(f"{short[k]}={sweep_lib._fmt(g['overrides'][k])}" for k in others)
+    label = ", ".join(f"{short[k]}={sweep_lib._fmt(key_value(g, k))}" for k in others)
     for c in [col, *extra]:
       mean, std = g[c]
       if x is None or math.isnan(mean):
@@ -232,8 +231,18 @@ def plot_metric_vs_key(sweep: sweep_lib.Sweep, groups: list[dict], key: str,
           if any_early else ""  # Halving stops runs early: their loss is not comparable.
       name = ", ".join(filter(None, [label, f"evaluated at {at}" if extra else "", early]))
       series.setdefault(name, []).append((x, mean, std))
+  return series
+
+
+def plot_metric_vs_key(sweep: sweep_lib.Sweep, groups: list[dict], key: str,
+                       path: str) -> str | None:
+  """Final metric (mean ± std over seeds) against one swept key (or the variant), one series
+  per `metric_series` label. Numbers on a numeric axis (log for LogUniform), others as
+  categories."""
+  series = metric_series(sweep, groups, key)
   if not series:
     return None
+  grid = {"variant": list(sweep.variants), **sweep.grid}
   values = [p[0] for pts in series.values() for p in pts]
   logx = key in sweep.plot_logx or isinstance(sweep.random.get(key), sweep_lib.LogUniform)
   fig = plots._new_figure((6.5, 4.5), plots.DEFAULT_DPI)

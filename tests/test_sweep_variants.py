@@ -95,6 +95,19 @@ def test_failed_prerequisite_blocks_its_dependents_only(tmp_path, monkeypatch):
                       "alone,seed=0": "done"}
 
 
+def test_metric_plots_keep_variants_apart():
+  s = sw.Sweep(variants={"a": {"config": "c.py"}, "b": {"config": "c.py"}},
+               grid={"model.emb_dim": [32, 64]})
+  groups = [{"group": r.group, "variant": r.variant, "overrides": r.overrides, "status": "done",
+             "final:eval_loss": (r.overrides["model.emb_dim"] / 10 + (r.variant == "b"), 0.0)}
+            for r in sw.expand(s)]
+  assert sweep_report.metric_series(s, groups, "model.emb_dim") == {
+      "variant=a": [(32, 3.2, 0.0), (64, 6.4, 0.0)], "variant=b": [(32, 4.2, 0.0), (64, 7.4, 0.0)]}
+  assert sweep_report.metric_series(s, groups, "variant") == {
+      "emb_dim=32": [("a", 3.2, 0.0), ("b", 4.2, 0.0)],
+      "emb_dim=64": [("a", 6.4, 0.0), ("b", 7.4, 0.0)]}
+
+
 def test_report_columns_are_configurable():
   s = sw.Sweep(config="c.py", metric="eval_accuracy", goal="max", columns=("eval_macro_f1",))
   assert sweep_report.value_columns(s) == ["final:eval_accuracy", "best:eval_accuracy",
