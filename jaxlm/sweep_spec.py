@@ -115,7 +115,8 @@ class Sweep:
   random draw and seed; a bundle's optional "config" replaces `config` for its runs. The
   variant name leads the run's name and is the table's first column.
 
-  `prerequisites`: named runs trained once, in order, before all others (e.g. pretraining),
+  `prerequisites`: named runs trained once (not per seed), in order, before all others
+  (e.g. pretraining),
   each a bundle like a variant's (its own overrides only: `overrides` does not apply). A
   run refers to one's workdir with `RunDir(name)`; a run whose prerequisite failed is
   not started ("blocked").
