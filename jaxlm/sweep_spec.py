@@ -116,10 +116,9 @@ class Sweep:
   variant name leads the run's name and is the table's first column.
 
   `prerequisites`: named runs trained once (not per seed), in order, before all others
-  (e.g. pretraining),
-  each a bundle like a variant's (its own overrides only: `overrides` does not apply). A
-  run refers to one's workdir with `RunDir(name)`; a run whose prerequisite failed is
-  not started ("blocked").
+  (e.g. pretraining), each a bundle like a variant's (its own overrides only: `overrides`
+  does not apply). A run refers to one's workdir with `RunDir(name)`; a run whose
+  prerequisite failed is not started ("blocked").
   """
 
   config: str = ""  # Base config path (+ ':arg'), relative to the repository root.
