@@ -84,6 +84,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   tok = tok_lib.get_tokenizer(d.tokenizer, workdir, lambda: sources.iter_texts(d, d.train_split),
                               d)
   lm = _load_or_fit(config, workdir, tok)
+  # The model's size as the neural runs log theirs (the sweep report reads this line).
+  logging.info("Parameters: %s total (stored n-gram entries, orders 1-%d: %s); vocab %d (%s)",
+               f"{sum(lm.num_ngrams):,}", lm.order, lm.num_ngrams, tok.vocab_size, tok.kind)
   ev = evaluate(lm, tokenized_docs(d, d.eval_split, tok), np.asarray(tok.token_bytes()))
   row = {f"eval_{k}": v for k, v in ev.items()}
   writer = MetricWriter(workdir)

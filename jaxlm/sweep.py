@@ -23,18 +23,30 @@ Example `sweep.py`:
                  random={"optimizer.learning_rate": LogUniform(1e-4, 1e-2),
                          "model.position": Choice(["rope", "alibi"])},
                  num_samples=8, seeds=1, metric="eval_loss")
+
+Arms that differ in more than one field, or in the base config, are named
+variants (each a bundle of overrides, combined with any grid; the name is the
+table's first column). A run that starts from another run's result (fine-tuning
+from a pretraining) names it as a prerequisite, trained once before the others,
+and points at its workdir with `RunDir`:
+
+  Sweep(config="configs/sst2_finetune.py",
+        prerequisites={"pretrain": {"config": "configs/sst2_finetune.py:pretrain"}},
+        variants={"pretrained": {"init_from": RunDir("pretrain")},
+                  "scratch": {"data.tokenizer_path": RunDir("pretrain")}},
+        seeds=3, metric="eval_accuracy", goal="max")
+
+Prerequisites train in `<out>/runs/<name>` (a restart skips them when finished);
+the report lists them in their own table. `columns=("eval_macro_f1", ...)` picks the
+final metrics the table shows besides `metric`. See `jaxlm.sweep_spec` for the fields.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import importlib.util
-import itertools
 import json
 import math
 import os
 import queue
-import re
 import shutil
 import subprocess
 import sys
@@ -42,194 +54,28 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
-import numpy as np
+from jaxlm.sweep_spec import (  # noqa: F401  (re-exported: experiments import them from here)
+  Choice,
+  Halving,
+  LogUniform,
+  RunDir,
+  RunSpec,
+  Sweep,
+  Uniform,
+  _fmt,
+  _short_keys,
+  expand,
+  expand_prerequisites,
+  load_sweep,
+  resolve_run_dirs,
+  run_dirs,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DONE_FILE = "sweep_run.json"  # Written in a run's workdir when it finished (status 'done').
 ATTEMPTS_FILE = "sweep_attempts.jsonl"  # One row per trainer process: wall time, exit code.
 LOG_FILE = "sweep.log"  # The trainer's stdout/stderr, appended per attempt.
-
-
-# ----------------------------------------------------------------------------- definition
-
-
-def _sig(x: float, digits: int = 3) -> float:
-  """x rounded to `digits` significant digits (so a run's name shows its exact value)."""
-  return float(f"{x:.{digits}g}")
-
-
-@dataclasses.dataclass(frozen=True)
-class LogUniform:
-  """Uniform in log space on [low, high] (learning rates, weight decay, ...)."""
-
-  low: float
-  high: float
-  integer: bool = False
-
-  def __post_init__(self):
-    if not 0 < self.low <= self.high:
-      raise ValueError(f"LogUniform needs 0 < low <= high, got ({self.low}, {self.high}).")
-
-  def sample(self, rng: np.random.Generator):
-    v = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
-    return int(round(v)) if self.integer else _sig(v)
-
-
-@dataclasses.dataclass(frozen=True)
-class Uniform:
-  low: float
-  high: float
-  integer: bool = False
-
-  def __post_init__(self):
-    if self.low > self.high:
-      raise ValueError(f"Uniform needs low <= high, got ({self.low}, {self.high}).")
-
-  def sample(self, rng: np.random.Generator):
-    v = rng.uniform(self.low, self.high)
-    return int(round(v)) if self.integer else _sig(v)
-
-
-@dataclasses.dataclass(frozen=True)
-class Choice:
-  values: Sequence[Any]
-
-  def __post_init__(self):
-    if not self.values:
-      raise ValueError("Choice needs at least one value.")
-
-  def sample(self, rng: np.random.Generator):
-    return self.values[int(rng.integers(len(self.values)))]
-
-
-@dataclasses.dataclass(frozen=True)
-class Halving:
-  """Successive halving for random searches: rungs at `min_steps * eta^k`.
-
-  Every run trains to the first rung; the best `1/eta` (by the sweep's metric at
-  that step) continue to the next rung, until `num_train_steps`. Paused runs
-  keep their checkpoints and learning-rate schedule, so a promoted run is the
-  same as one trained straight through.
-  """
-
-  min_steps: int
-  eta: int = 3
-
-  def rungs(self, num_steps: int) -> list[int]:
-    if self.min_steps <= 0 or self.eta < 2:
-      raise ValueError(f"Halving needs min_steps > 0 and eta >= 2, got {self}.")
-    out, r = [], self.min_steps
-    while r < num_steps:
-      out.append(r)
-      r *= self.eta
-    return out + [num_steps]
-
-
-@dataclasses.dataclass(frozen=True)
-class Sweep:
-  """What to run. Override keys are config paths without `config.` (`model.position`)."""
-
-  config: str  # Base config path (+ ':arg'), relative to the repository root.
-  overrides: dict = dataclasses.field(default_factory=dict)  # Fixed for every run.
-  grid: dict = dataclasses.field(default_factory=dict)  # key -> list of values (product).
-  random: dict = dataclasses.field(default_factory=dict)  # key -> LogUniform/Uniform/Choice.
-  num_samples: int = 0  # Random draws (each combined with every grid point).
-  seeds: int = 1  # Runs per point, with config.seed = 0..seeds-1.
-  metric: str = "eval_loss"  # A metrics.jsonl key; runs are ranked by its final value.
-  goal: str = "min"  # min | max.
-  search_seed: int = 0  # Seeds the random draws: same seed, same runs.
-  extra_eval_seq_lens: tuple = ()  # Also evaluate the final model at these lengths.
-  halving: Halving | None = None  # Successive halving (random searches).
-  plot_logx: tuple = ()  # Swept keys whose metric plot uses a log x axis (auto for LogUniform).
-  description: str = ""  # One line for the report.
-
-  def __post_init__(self):
-    if self.goal not in ("min", "max"):
-      raise ValueError(f"Sweep.goal={self.goal!r}: use 'min' or 'max'.")
-    if self.seeds < 1:
-      raise ValueError(f"Sweep.seeds={self.seeds}: use 1 or more.")
-    if self.random and self.num_samples < 1:
-      raise ValueError("Sweep.random is set but num_samples is 0: set how many draws to make.")
-    both = set(self.grid) & set(self.random)
-    if both:
-      raise ValueError(f"Keys both in grid and random: {sorted(both)}. Keep each in one.")
-    for k, d in self.random.items():
-      if not hasattr(d, "sample"):
-        raise ValueError(f"Sweep.random[{k!r}]={d!r}: use LogUniform, Uniform or Choice.")
-    for k, vs in self.grid.items():
-      if isinstance(vs, (str, bytes)) or not isinstance(vs, Sequence) or not vs:
-        raise ValueError(f"Sweep.grid[{k!r}] must be a non-empty list of values.")
-
-  @property
-  def swept(self) -> list[str]:
-    return [*self.grid, *self.random]
-
-
-@dataclasses.dataclass(frozen=True)
-class RunSpec:
-  name: str  # Workdir name: the overrides, 'key=value' joined by ','.
-  group: str  # The name without the seed: runs of one group are averaged.
-  overrides: dict  # Swept values and the seed (fixed overrides are in the Sweep).
-
-
-def _fmt(v) -> str:
-  if isinstance(v, float):
-    return f"{v:.3g}"
-  return str(v)
-
-
-def _short_keys(keys: Sequence[str]) -> dict[str, str]:
-  """Last path component where unambiguous (`optimizer.learning_rate` -> `learning_rate`)."""
-  last = [k.rsplit(".", 1)[-1] for k in keys]
-  return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last, strict=True)}
-
-
-def _name(values: dict, short: dict[str, str]) -> str:
-  parts = [f"{short.get(k, k)}={_fmt(v)}" for k, v in values.items()]
-  name = ",".join(parts) or "base"
-  return re.sub(r"[^A-Za-z0-9._=,+-]", "_", name)
-
-
-def expand(sweep: Sweep) -> list[RunSpec]:
-  """Every run of the sweep, in a fixed order; the same sweep gives the same runs."""
-  grid_points = [dict(zip(sweep.grid, vs, strict=True))
-                 for vs in itertools.product(*sweep.grid.values())] or [{}]
-  rng = np.random.default_rng(sweep.search_seed)
-  samples = [{k: d.sample(rng) for k, d in sweep.random.items()}
-             for _ in range(sweep.num_samples)] if sweep.random else [{}]
-  short = _short_keys([*sweep.swept, "seed"])
-  runs, seen = [], set()
-  for g in grid_points:
-    for r in samples:
-      point = {**g, **r}
-      group = _name(point, short)
-      if group in seen:  # A repeated random draw: train it once.
-        continue
-      seen.add(group)
-      for s in range(sweep.seeds):
-        values = {**point, "seed": s}
-        runs.append(RunSpec(_name(values, short), group, values))
-  return runs
-
-
-def load_sweep(experiment: str) -> Sweep:
-  """`get_sweep()` from `<experiment>/sweep.py` (or a path to a .py file)."""
-  path = experiment if experiment.endswith(".py") else os.path.join(experiment, "sweep.py")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found. Fix: an experiment folder holds a sweep.py that "
-                            "defines get_sweep() -> jaxlm.sweep.Sweep (see README, Experiments).")
-  spec = importlib.util.spec_from_file_location("_jaxlm_sweep_def", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  if not hasattr(module, "get_sweep"):
-    raise AttributeError(f"{path} does not define get_sweep(). Fix: add `def get_sweep(): "
-                         "return Sweep(...)`.")
-  sweep = module.get_sweep()
-  if not isinstance(sweep, Sweep):
-    raise TypeError(f"{path}: get_sweep() returned {type(sweep).__name__}, not jaxlm.sweep.Sweep.")
-  return sweep
 
 
 # ----------------------------------------------------------------------------- running
@@ -251,10 +97,21 @@ def _flag_value(v) -> str:
   return repr(v) if isinstance(v, float) else str(v)
 
 
+def run_config(sweep: Sweep, spec: RunSpec, runs_dir: str) -> tuple[str, dict]:
+  """(base config, all overrides) of one run, with RunDir values made paths in `runs_dir`.
+
+  A spec made by hand without a config gets the sweep's config and fixed overrides.
+  """
+  config, fixed = (spec.config, spec.fixed) if spec.config else (sweep.config, sweep.overrides)
+  return config, resolve_run_dirs({**fixed, **spec.overrides}, runs_dir)
+
+
 def train_command(sweep: Sweep, spec: RunSpec, workdir: str, stop_after: int = 0) -> list[str]:
-  args = [sys.executable, "-m", "jaxlm.main", f"--config={resolve_config(sweep.config)}",
-          f"--workdir={os.path.abspath(workdir)}"]
-  for k, v in {**sweep.overrides, **spec.overrides}.items():
+  workdir = os.path.abspath(workdir)
+  config, values = run_config(sweep, spec, os.path.dirname(workdir))
+  args = [sys.executable, "-m", "jaxlm.main", f"--config={resolve_config(config)}",
+          f"--workdir={workdir}"]
+  for k, v in values.items():
     args.append(f"--config.{k}={_flag_value(v)}")
   if stop_after:
     args.append(f"--config.stop_after_steps={stop_after}")
@@ -262,10 +119,11 @@ def train_command(sweep: Sweep, spec: RunSpec, workdir: str, stop_after: int = 0
 
 
 def display_command(sweep: Sweep, spec: RunSpec, workdir: str = "WORKDIR") -> str:
-  """The command a reader can paste to reproduce one run (repository root, relative paths)."""
-  args = ["python", "-m", "jaxlm.main", f"--config={sweep.config}", f"--workdir={workdir}"]
-  args += [f"--config.{k}={_flag_value(v)}" for k, v in {**sweep.overrides,
-                                                        **spec.overrides}.items()]
+  """The command a reader can paste to reproduce one run (repository root, relative paths);
+  prerequisites' workdirs are taken to be beside `workdir`."""
+  config, values = run_config(sweep, spec, os.path.dirname(workdir))
+  args = ["python", "-m", "jaxlm.main", f"--config={config}", f"--workdir={workdir}"]
+  args += [f"--config.{k}={_flag_value(v)}" for k, v in values.items()]
   return " ".join(args)
 
 
@@ -364,7 +222,8 @@ class Runner:
         log.write(f"\n$ {' '.join(cmd)}\n")
         log.flush()
         rc = subprocess.run(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT).returncode
-        for seq_len in (self.sweep.extra_eval_seq_lens if rc == 0 and not stop_after else ()):
+        evals = rc == 0 and not stop_after and not spec.prerequisite
+        for seq_len in (self.sweep.extra_eval_seq_lens if evals else ()):
           target = os.path.join(wd, f"eval_len{seq_len}.json")
           subprocess.run([sys.executable, "-m", "jaxlm.restore", f"--workdir={wd}",
                           f"--seq_len={seq_len}", f"--out={target}"], cwd=REPO, env=env,
@@ -389,14 +248,23 @@ class Runner:
 def run_sweep(sweep: Sweep, out: str, parallel: int = 1, log=print) -> dict[str, str]:
   """Trains every run not yet finished (with successive halving if the sweep asks)."""
   from jaxlm import sweep_report
-  specs = expand(sweep)
   runner = Runner(sweep, out, parallel, log)
+  statuses = run_prerequisites(runner)
+  failed = {n for n, st in statuses.items() if st in ("failed", "blocked")}
+  specs = []
+  for s in expand(sweep):
+    missing = [n for n in s.needs if n in failed]
+    if missing:
+      statuses[s.name] = "blocked"
+      log(f"[blocked] {s.name}: prerequisite {', '.join(missing)} failed")
+    else:
+      specs.append(s)
   if sweep.halving is None:
-    return runner.run_all(specs)
+    return {**statuses, **runner.run_all(specs)}
   num_steps = int(sweep.overrides.get("num_train_steps") or 0)
   if not num_steps:
     raise ValueError("Sweep.halving needs overrides['num_train_steps'] (the full budget).")
-  alive, statuses = list(specs), {}
+  alive = list(specs)
   rungs = sweep.halving.rungs(num_steps)
   for i, rung in enumerate(rungs):
     last = i == len(rungs) - 1
@@ -412,6 +280,21 @@ def run_sweep(sweep: Sweep, out: str, parallel: int = 1, log=print) -> dict[str,
         _mark_stopped(runner.workdir(s), rung)
     log(f"[halving] rung {rung} steps: {len(keep)}/{len(groups)} continue")
     alive = [s for s in alive if s.group in keep]
+  return statuses
+
+
+def run_prerequisites(runner: Runner) -> dict[str, str]:
+  """Trains the sweep's prerequisites in waves: each after the ones its overrides use."""
+  statuses: dict[str, str] = {}
+  pending = expand_prerequisites(runner.sweep)
+  while pending:
+    ready = [s for s in pending if all(n in statuses for n in s.needs)]
+    for s in ready:  # Not started when a prerequisite of its own failed.
+      if any(statuses[n] in ("failed", "blocked") for n in s.needs):
+        statuses[s.name] = "blocked"
+        runner.log(f"[blocked] {s.name}: prerequisite {', '.join(s.needs)} failed")
+    statuses.update(runner.run_all([s for s in ready if s.name not in statuses]))
+    pending = [s for s in pending if s.name not in statuses]
   return statuses
 
 
@@ -439,16 +322,18 @@ def main(argv: list[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 1
   out = a.out or os.path.join(a.experiment, "results")
-  specs = expand(sweep)
+  specs = expand_prerequisites(sweep) + expand(sweep)
   if a.dry_run:
     for s in specs:
       print(display_command(sweep, s, os.path.join(out, "runs", s.name)))
     return 0
   t0, load0 = time.time(), _loadavg()
   if not a.report:
-    print(f"{len(specs)} runs -> {out} (parallel {a.parallel})", flush=True)
+    pre = len(sweep.prerequisites)
+    print(f"{len(specs)} runs" + (f" ({pre} prerequisite)" if pre else "") +
+          f" -> {out} (parallel {a.parallel})", flush=True)
     statuses = run_sweep(sweep, out, a.parallel, log=lambda m: print(m, flush=True))
-    failed = [n for n, st in statuses.items() if st == "failed"]
+    failed = [n for n, st in statuses.items() if st in ("failed", "blocked")]
     trained = any(st != "skipped" for st in statuses.values())
   else:
     failed, trained = [], False
@@ -471,6 +356,6 @@ def _loadavg() -> str:
     return "n/a"
 
 
-if __name__ == "__main__":  # Run the imported module's main: one Sweep class, not two.
+if __name__ == "__main__":  # Run the imported module's main (its Runner, for monkeypatching).
   from jaxlm import sweep as _sweep
   sys.exit(_sweep.main())

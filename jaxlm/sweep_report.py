@@ -43,9 +43,10 @@ def collect_run(sweep: sweep_lib.Sweep, out: str, spec: sweep_lib.RunSpec) -> di
   if status == "stopped":
     status = f"stopped@{done.get('stopped_at')}"
   r: dict = {"name": spec.name, "group": spec.group, "overrides": spec.overrides,
-             "status": status, "curve": _series(rows, "eval_loss"),
+             "variant": spec.variant, "spec": spec, "status": status,
+             "curve": _series(rows, "eval_loss"),
              "steps": max((int(x.get("step", 0)) for x in rows), default=0)}
-  for key in dict.fromkeys([sweep.metric, "eval_loss", "eval_ppl", "eval_bpb"]):
+  for key in dict.fromkeys([sweep.metric, "eval_loss", "eval_ppl", *sweep.columns]):
     s = _series(rows, key)
     r[f"final:{key}"] = s[-1][1] if s else math.nan
   metric = _series(rows, sweep.metric)
@@ -67,11 +68,13 @@ def collect_run(sweep: sweep_lib.Sweep, out: str, spec: sweep_lib.RunSpec) -> di
 
 
 def _params_from_log(path: str) -> int | None:
+  """The trainer's parameter count (LM training and n-grams: 'Parameters: N total';
+  fine-tuning: '; N params;')."""
   if not os.path.exists(path):
     return None
   with open(path, errors="replace") as f:
-    found = re.findall(r"Parameters: ([\d,]+) total", f.read())
-  return int(found[-1].replace(",", "")) if found else None
+    found = re.findall(r"Parameters: ([\d,]+) total|; ([\d,]+) params;", f.read())
+  return int("".join(found[-1]).replace(",", "")) if found else None
 
 
 def value_at(series: list[tuple[float, float]], step: int) -> float:
@@ -100,7 +103,7 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 def value_columns(sweep: sweep_lib.Sweep) -> list[str]:
   cols = [f"final:{sweep.metric}", f"best:{sweep.metric}"]
-  cols += [f"final:{k}" for k in ("eval_loss", "eval_ppl", "eval_bpb") if k != sweep.metric]
+  cols += [f"final:{k}" for k in sweep.columns if k != sweep.metric]
   cols += [f"eval_loss@{n}" for n in sweep.extra_eval_seq_lens]
   return cols + ["wall_s", "tokens_per_sec"]
 
@@ -112,7 +115,8 @@ def aggregate(sweep: sweep_lib.Sweep, runs: list[dict]) -> list[dict]:
     groups.setdefault(r["group"], []).append(r)
   out = []
   for name, rs in groups.items():
-    g = {"group": name, "overrides": {k: v for k, v in rs[0]["overrides"].items() if k != "seed"},
+    g = {"group": name, "variant": rs[0]["variant"],
+         "overrides": {k: v for k, v in rs[0]["overrides"].items() if k != "seed"},
          "seeds": len(rs), "steps": max(r["steps"] for r in rs),
          "params": rs[0]["params"], "status": ",".join(sorted({r["status"] for r in rs})),
          "runs": rs}
@@ -148,15 +152,25 @@ def _header(col: str) -> str:
   return {"wall_s": "wall (s)", "tokens_per_sec": "tokens/s"}.get(col, col.replace(":", " "))
 
 
+def table_keys(sweep: sweep_lib.Sweep) -> list[str]:
+  """The columns that tell runs apart: the variant (if any), then the swept keys."""
+  return ["variant", *sweep.swept] if sweep.variants else sweep.swept
+
+
+def key_value(g: dict, key: str, default=None):
+  """A group's (or run's) value of a table key ('variant' or a swept config key)."""
+  return g.get("variant") or default if key == "variant" else g["overrides"].get(key, default)
+
+
 def markdown_table(sweep: sweep_lib.Sweep, groups: list[dict]) -> str:
-  short = sweep_lib._short_keys([*sweep.swept, "seed"])
-  keys = sweep.swept
+  short = {**sweep_lib._short_keys([*sweep.swept, "seed"]), "variant": "variant"}
+  keys = table_keys(sweep)
   cols = value_columns(sweep)
   head = ["#", *[short[k] for k in keys], "seeds", *map(_header, cols), "params", "steps",
           "status"]
   lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for i, g in enumerate(groups, 1):
-    cells = [str(i), *[sweep_lib._fmt(g["overrides"].get(k, "")) for k in keys], str(g["seeds"])]
+    cells = [str(i), *[sweep_lib._fmt(key_value(g, k, "")) for k in keys], str(g["seeds"])]
     cells += [_pm(g[c], g["seeds"]) for c in cols]
     cells += [f"{g['params']:,}" if g["params"] else "n/a", str(g["steps"]), g["status"]]
     lines.append("| " + " | ".join(cells) + " |")
@@ -164,7 +178,7 @@ def markdown_table(sweep: sweep_lib.Sweep, groups: list[dict]) -> str:
 
 
 def write_csvs(sweep: sweep_lib.Sweep, groups: list[dict], out: str) -> list[str]:
-  keys, cols = sweep.swept, value_columns(sweep)
+  keys, cols = table_keys(sweep), value_columns(sweep)
   path = os.path.join(out, "results.csv")
   with open(path, "w", newline="") as f:
     w = csv.writer(f)
@@ -172,7 +186,7 @@ def write_csvs(sweep: sweep_lib.Sweep, groups: list[dict], out: str) -> list[str
                                                   for s in ("mean", "std")],
                 "params", "steps", "status"])
     for i, g in enumerate(groups, 1):
-      w.writerow([i, g["group"], *[g["overrides"].get(k, "") for k in keys], g["seeds"],
+      w.writerow([i, g["group"], *[key_value(g, k, "") for k in keys], g["seeds"],
                   *[x for c in cols for x in g[c]], g["params"] or "", g["steps"], g["status"]])
   runs_path = os.path.join(out, "runs.csv")
   with open(runs_path, "w", newline="") as f:
@@ -180,7 +194,7 @@ def write_csvs(sweep: sweep_lib.Sweep, groups: list[dict], out: str) -> list[str
     w.writerow(["run", *keys, "seed", *cols, "params", "steps", "status"])
     for g in groups:
       for r in g["runs"]:
-        w.writerow([r["name"], *[r["overrides"].get(k, "") for k in keys],
+        w.writerow([r["name"], *[key_value(r, k, "") for k in keys],
                     r["overrides"].get("seed", ""), *[r[c] for c in cols], r["params"] or "",
                     r["steps"], r["status"]])
   return [path, runs_path]
@@ -193,21 +207,21 @@ def _is_number(v) -> bool:
   return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def plot_metric_vs_key(sweep: sweep_lib.Sweep, groups: list[dict], key: str,
-                       path: str) -> str | None:
-  """Final metric (mean ± std over seeds) against one swept key; one series per value of
-  the other grid keys. Numbers on a numeric axis (log for LogUniform), others as categories."""
+def metric_series(sweep: sweep_lib.Sweep, groups: list[dict], key: str) -> dict[str, list]:
+  """label -> [(value of `key`, mean, std)]: one series per combination of the other grid
+  values (and variants), plus one per extra evaluation length."""
   col = f"final:{sweep.metric}"
-  others = [k for k in sweep.grid if k != key]
-  short = sweep_lib._short_keys([*sweep.swept, "seed"])
+  grid = {"variant": list(sweep.variants), **sweep.grid} if sweep.variants else sweep.grid
+  others = [k for k in grid if k != key]
+  short = {**sweep_lib._short_keys([*sweep.swept, "seed"]), "variant": "variant"}
   # Extra evaluations at other lengths are the same metric: drawn as their own series.
   extra = [f"eval_loss@{n}" for n in sweep.extra_eval_seq_lens] if sweep.metric == "eval_loss" \
       else []
   series: dict[str, list] = {}
   any_early = any(g["status"] != "done" for g in groups)
   for g in groups:
-    x = g["overrides"].get(key)
-    label = ", ".join(f"{short[k]}={sweep_lib._fmt(g['overrides'][k])}" for k in others)
+    x = key_value(g, key)
+    label = ", ".join(f"{short[k]}={sweep_lib._fmt(key_value(g, k))}" for k in others)
     for c in [col, *extra]:
       mean, std = g[c]
       if x is None or math.isnan(mean):
@@ -217,14 +231,24 @@ def plot_metric_vs_key(sweep: sweep_lib.Sweep, groups: list[dict], key: str,
           if any_early else ""  # Halving stops runs early: their loss is not comparable.
       name = ", ".join(filter(None, [label, f"evaluated at {at}" if extra else "", early]))
       series.setdefault(name, []).append((x, mean, std))
+  return series
+
+
+def plot_metric_vs_key(sweep: sweep_lib.Sweep, groups: list[dict], key: str,
+                       path: str) -> str | None:
+  """Final metric (mean ± std over seeds) against one swept key (or the variant), one series
+  per `metric_series` label. Numbers on a numeric axis (log for LogUniform), others as
+  categories."""
+  series = metric_series(sweep, groups, key)
   if not series:
     return None
+  grid = {"variant": list(sweep.variants), **sweep.grid}
   values = [p[0] for pts in series.values() for p in pts]
   logx = key in sweep.plot_logx or isinstance(sweep.random.get(key), sweep_lib.LogUniform)
   fig = plots._new_figure((6.5, 4.5), plots.DEFAULT_DPI)
   ax = fig.add_subplot()
   numeric = all(_is_number(v) for v in values)
-  categories = list(dict.fromkeys(sweep.grid.get(key, [])) or dict.fromkeys(values))
+  categories = list(dict.fromkeys(grid.get(key, [])) or dict.fromkeys(values))
   connect = key in sweep.grid and numeric  # Random draws: a scatter; categories: points.
   for j, (label, pts) in enumerate(series.items()):
     if numeric:
@@ -249,22 +273,71 @@ def plot_metric_vs_key(sweep: sweep_lib.Sweep, groups: list[dict], key: str,
   return plots._save(fig, path, plots.DEFAULT_DPI)
 
 
+def plot_curves_and_levels(curves: dict, levels: dict, path: str, title: str, ylabel: str,
+                           logx: bool = False) -> str:
+  """Curves over steps, plus a dashed level per run without steps (an n-gram's fit)."""
+  fig = plots._new_figure((7.0, 4.5), plots.DEFAULT_DPI)
+  ax = fig.add_subplot()
+  for name, pts in curves.items():
+    xs, ys = zip(*sorted(pts), strict=True)
+    ax.plot(xs, ys, label=str(name), marker="." if len(pts) < 30 else None)
+  for i, (name, y) in enumerate(levels.items()):
+    ax.axhline(y, linestyle="--", linewidth=1, color=f"C{(len(curves) + i) % 10}",
+               label=f"{name} (no training steps)")
+  plots._decorate(ax, title, "step", ylabel, logx, False)
+  return plots._save(fig, path, plots.DEFAULT_DPI)
+
+
+def plot_metric_vs_params(sweep: sweep_lib.Sweep, groups: list[dict], path: str) -> str | None:
+  """Final metric against parameter count (log x), one labelled point per setting."""
+  col = f"final:{sweep.metric}"
+  pts = [(g["params"], *g[col], g["group"]) for g in groups
+         if g["params"] and not math.isnan(g[col][0])]
+  if len({p[0] for p in pts}) < 2:
+    return None
+  fig = plots._new_figure((6.5, 4.5), plots.DEFAULT_DPI)
+  ax = fig.add_subplot()
+  for n, mean, std, label in pts:
+    ax.errorbar([n], [mean], yerr=[std], marker="o", capsize=3)
+    ax.annotate(label, (n, mean), textcoords="offset points", xytext=(4, 4), fontsize="small")
+  plots._decorate(ax, "", "parameters", f"final {sweep.metric}", True, False)
+  return plots._save(fig, path, plots.DEFAULT_DPI)
+
+
+def _trained(curve: list) -> bool:
+  """A curve over training steps (n-gram runs have one evaluation at step 0: no curve)."""
+  return any(step > 0 for step, _ in curve)
+
+
 def write_plots(sweep: sweep_lib.Sweep, runs: list[dict], groups: list[dict],
-                out: str) -> list[str]:
-  curves = {r["name"]: r["curve"] for r in runs if r["curve"]}
+                out: str, prerequisites: Sequence[dict] = ()) -> list[str]:
+  curves = {r["name"]: r["curve"] for r in runs if _trained(r["curve"])}
+  levels = {r["name"]: r["curve"][-1][1] for r in runs if r["curve"] and not _trained(r["curve"])}
   paths = []
   if curves:
     for logx, name in ((False, "curves.png"), (True, "curves_logx.png")):
-      paths.append(plots.plot_curves(curves, os.path.join(out, name),
-                                     title="validation loss per run", ylabel="eval_loss",
-                                     logx=logx))
-  short = sweep_lib._short_keys([*sweep.swept, "seed"])
-  for key in sweep.swept:
+      kw = dict(title="validation loss per run", ylabel="eval_loss", logx=logx)
+      path = os.path.join(out, name)
+      paths.append(plot_curves_and_levels(curves, levels, path, **kw) if levels
+                   else plots.plot_curves(curves, path, **kw))
+  if sweep.metric != "eval_loss":
+    curves = {r["name"]: r["metric_series"] for r in runs if _trained(r["metric_series"])}
+    if curves:
+      paths.append(plots.plot_curves(curves, os.path.join(out, f"curves_{sweep.metric}.png"),
+                                     title=f"{sweep.metric} per run", ylabel=sweep.metric))
+  curves = {r["name"]: r["curve"] for r in prerequisites if _trained(r["curve"])}
+  if curves:
+    paths.append(plots.plot_curves(curves, os.path.join(out, "curves_prerequisites.png"),
+                                   title="validation loss of the prerequisite runs",
+                                   ylabel="eval_loss"))
+  short = {**sweep_lib._short_keys([*sweep.swept, "seed"]), "variant": "variant"}
+  for key in table_keys(sweep):
     p = plot_metric_vs_key(sweep, groups, key,
                            os.path.join(out, f"{sweep.metric}_vs_{short[key]}.png"))
     if p:
       paths.append(p)
-  return paths
+  p = plot_metric_vs_params(sweep, groups, os.path.join(out, f"{sweep.metric}_vs_params.png"))
+  return paths + ([p] if p else [])
 
 
 # ----------------------------------------------------------------------------- report
@@ -279,9 +352,10 @@ def write_report(sweep: sweep_lib.Sweep, out: str, experiment: str = "",
     with open(sessions_path, "a") as f:
       f.write(json.dumps(session) + "\n")
   runs = [collect_run(sweep, out, s) for s in sweep_lib.expand(sweep)]
+  pre = [collect_run(sweep, out, s) for s in sweep_lib.expand_prerequisites(sweep)]
   groups = aggregate(sweep, runs)
-  paths = write_csvs(sweep, groups, out) + write_plots(sweep, runs, groups, out)
-  md = _markdown(sweep, groups, runs, out, experiment, sessions_path, paths)
+  paths = write_csvs(sweep, groups, out) + write_plots(sweep, runs, groups, out, pre)
+  md = _markdown(sweep, groups, runs, out, experiment, sessions_path, paths, pre)
   md_path = os.path.join(out, "results.md")
   with open(md_path, "w") as f:
     f.write(md)
@@ -291,27 +365,54 @@ def write_report(sweep: sweep_lib.Sweep, out: str, experiment: str = "",
   return [md_path, *paths]
 
 
-def _markdown(sweep, groups, runs, out, experiment, sessions_path, paths) -> str:
+def _overrides_text(values: dict) -> str:
+  return " ".join(f"{k}={sweep_lib._fmt(v)}" for k, v in values.items() if k != "config")
+
+
+def prerequisites_table(pre: Sequence[dict]) -> str:
+  """One row per prerequisite run (not ranked: they train something else, e.g. an LM)."""
+  head = ["prerequisite", "final eval_loss", "final eval_ppl", "wall (s)", "params", "steps",
+          "status"]
+  lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+  for r in pre:
+    cells = [r["name"], _num(r["final:eval_loss"]), _num(r["final:eval_ppl"]), _num(r["wall_s"]),
+             f"{r['params']:,}" if r["params"] else "n/a", str(r["steps"]), r["status"]]
+    lines.append("| " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
+def _markdown(sweep, groups, runs, out, experiment, sessions_path, paths, pre=()) -> str:
   n_runs = len(runs)
-  fixed = " ".join(f"{k}={sweep_lib._fmt(v)}" for k, v in sweep.overrides.items())
-  lines = [f"Base config `{sweep.config}`" + (f", fixed `{fixed}`" if fixed else "") + ".",
+  fixed = _overrides_text(sweep.overrides)
+  base = f"Base config `{sweep.config}`" if sweep.config else "Base config per variant"
+  lines = [base + (f", fixed `{fixed}`" if fixed else "") + ".",
            f"{len(groups)} settings x {sweep.seeds} seed(s) = {n_runs} runs, ranked by the final "
            f"`{sweep.metric}` ({sweep.goal}); values are mean ± std over seeds."]
   if sweep.description:
     lines.insert(0, sweep.description)
+  for kind, bundles in (("Variant", sweep.variants), ("Prerequisite", sweep.prerequisites)):
+    for name, b in bundles.items():
+      text = _overrides_text(b)
+      lines.append(f"- {kind} `{name}`: `{b.get('config') or sweep.config}`" +
+                   (f" + `{text}`" if text else ""))
   if sweep.halving:
     rungs = sweep.halving.rungs(int(sweep.overrides.get("num_train_steps", 0)))
     lines.append(f"Successive halving: rungs {rungs} steps, the best 1/{sweep.halving.eta} "
                  "continue.")
   lines += ["", markdown_table(sweep, groups), ""]
+  if pre:
+    lines += [prerequisites_table(pre), ""]
   best = next((g for g in groups if g["status"] == "done"), None)
   if best:
-    spec = best["runs"][0]
-    cmd = sweep_lib.display_command(sweep, sweep_lib.RunSpec(spec["name"], spec["group"],
-                                                             spec["overrides"]),
-                                    f"/tmp/{os.path.basename(experiment.rstrip('/')) or 'best'}")
-    lines += [f"Best: **{best['group']}**, reproduce with", "", "```", cmd, "```", ""]
-  walls = [r["wall_s"] for r in runs if not math.isnan(r["wall_s"])]
+    spec = best["runs"][0]["spec"]
+    workdir = f"/tmp/{os.path.basename(experiment.rstrip('/')) or 'best'}"
+    cmds = []
+    if spec.needs:  # Its prerequisites first, in workdirs beside the run's.
+      cmds = [sweep_lib.display_command(sweep, r["spec"], f"{workdir}/{r['name']}") for r in pre]
+      workdir += f"/{spec.variant or 'run'}"
+    cmds.append(sweep_lib.display_command(sweep, spec, workdir))
+    lines += [f"Best: **{best['group']}**, reproduce with", "", "```", *cmds, "```", ""]
+  walls = [r["wall_s"] for r in [*pre, *runs] if not math.isnan(r["wall_s"])]
   if os.path.exists(sessions_path):
     with open(sessions_path) as f:
       sessions = [json.loads(line) for line in f if line.strip()]
@@ -319,8 +420,8 @@ def _markdown(sweep, groups, runs, out, experiment, sessions_path, paths) -> str
       lines.append(f"- sweep invocation: {s['wall_s']:.0f} s wall, parallel {s['parallel']}, "
                    f"load average {s['load_start']} at start, {s['load_end']} at end")
   if walls:
-    lines.append(f"- sum of run wall times (trainer processes incl. start-up and compile): "
-                 f"{sum(walls):.0f} s")
+    lines.append(f"- sum of run wall times (trainer processes incl. start-up and compile"
+                 f"{', prerequisites included' if pre else ''}): {sum(walls):.0f} s")
   lines += ["", "Plots: " + ", ".join(f"`{os.path.relpath(p, out)}`" for p in paths
                                       if p.endswith(".png")), ""]
   return "\n".join(lines)
