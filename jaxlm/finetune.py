@@ -24,7 +24,18 @@ import optax
 from absl import logging
 
 from jaxlm import checkpoint as ckpt_lib
-from jaxlm import heads, objectives, optim, pretrained, resilience, seq2seq, sharding, tasks, train
+from jaxlm import (
+  faults,
+  heads,
+  objectives,
+  optim,
+  pretrained,
+  resilience,
+  seq2seq,
+  sharding,
+  tasks,
+  train,
+)
 from jaxlm import metrics as metrics_lib
 from jaxlm.config import ConfigError
 from jaxlm.data import tokenizers as tok_lib
@@ -355,6 +366,8 @@ def train_task(config, workdir: str, devices=None) -> dict:
   cache: dict = {}
   start, last_eval, t0 = int(jax.device_get(state.step)), {}, time.time()
   stopped_early = False
+  fault_plan = faults.planned()
+  preempt, preempted = resilience.Preemption(), None
   try:
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
       prev = None
@@ -390,8 +403,17 @@ def train_task(config, workdir: str, devices=None) -> dict:
             best["bad_evals"] += 1
           evaluated = True
         stop = evaluated and f.patience and best["bad_evals"] >= f.patience
-        if done % config.checkpoint_every_steps == 0 or is_last or stop:
+        saved = done % config.checkpoint_every_steps == 0 or is_last or stop
+        if saved:
           checkpointer.save(done, state, it.get_state(), {**run.meta(), "best": best})
+        if done in fault_plan.get("sigterm_at_step", ()):
+          faults.sigterm()
+        if not is_last and not stop and preempt.requested(done):  # SIGTERM/SIGINT: save, exit.
+          if not saved:
+            checkpointer.save(done, state, it.get_state(), {**run.meta(), "best": best})
+          checkpointer.wait()
+          preempted = preempt.signal_name
+          break
         if stop:
           logging.info("Early stop at step %d: %s has not improved for %d evals (best %.4f at "
                        "step %d)", done, f.best_metric, best["bad_evals"], best["value"],
@@ -399,9 +421,14 @@ def train_task(config, workdir: str, devices=None) -> dict:
           stopped_early = True
           break
   finally:
+    preempt.close()
     checkpointer.close()
     best_ckpt.close()
     writer.close()
+  if preempted is not None:
+    logging.warning("Stopped by %s at step %d; checkpoint saved. Rerun the same command to "
+                    "continue from there.", preempted, done)
+    return {"step": done, "preempted": preempted, **last_eval, "best": best}
   logging.info("Trained in %s; best %s %s at step %s (in %s/best)",
                train._fmt_time(time.time() - t0), f.best_metric, best["value"], best["step"],
                workdir)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from conftest import run_cli, tiny_config
 
+from jaxlm import checkpoint as ckpt_lib
 from jaxlm import evaluate, finetune, heads, pretrained, seq2seq, tasks, train
 from jaxlm.checkpoint import CheckpointError
 from jaxlm.config import ConfigError
@@ -86,6 +87,20 @@ def test_restore_into_head_train_best_and_eval(pretrain, labeled, data_dir, tmp_
     saved = json.load(f)
   assert saved["checkpoint"] == "best" and saved["accuracy"] == res["accuracy"]
   assert sum(v["support"] for v in saved["per_class"].values()) == 37
+
+
+def test_sigterm_saves_and_the_rerun_finishes(labeled, data_dir, tmp_path, monkeypatch):
+  c = classify_config(labeled, data_dir, **{"checkpoint_every_steps": 100})
+  monkeypatch.setenv("JAXLM_FAULTS", "sigterm_at_step@2")  # Sends SIGTERM to this process.
+  out = finetune.train_task(c, str(tmp_path))
+  assert out["preempted"] == "SIGTERM" and out["step"] == 2
+  assert ckpt_lib.Checkpointer(str(tmp_path), 3).latest_step() == 2  # Saved off-schedule.
+  monkeypatch.delenv("JAXLM_FAULTS")
+  out = finetune.train_task(c, str(tmp_path))
+  assert "preempted" not in out and out["step"] == 6
+  with open(tmp_path / "metrics.jsonl") as f:
+    steps = [json.loads(line)["step"] for line in f]
+  assert steps.count(1) == 1 and 6 in steps  # Resumed from step 2, not from scratch.
 
 
 def test_freeze_backbone_zeroes_backbone_updates(labeled, data_dir):
