@@ -160,9 +160,7 @@ def throughput(config, workdir: str, steps: int, warmup: int, peak: float,
       prof = op_profile(run_step, next_args, profile_steps)
   step_s = float(np.median(times))
   n_dev = run.mesh.size
-  # A CPU "device" (config.cpu_devices) is a share of the host, whose peak was measured.
-  on_cpu = run.mesh.devices.flat[0].platform == "cpu"
-  peak_total = peak * (jax.process_count() if on_cpu else n_dev)
+  peak_total = run.total_peak_flops(peak)  # On CPU, `peak` is the host's (measured there).
   tps = tokens_per_step / step_s
   flops_s = tps * run.flops_per_token
   return {

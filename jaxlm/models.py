@@ -12,7 +12,7 @@ from jaxlm.layers.embeddings import Embed, LearnedPositions, sinusoidal
 from jaxlm.layers.lstm import LSTM
 from jaxlm.layers.mlp import bias_init, dense_init
 from jaxlm.layers.norms import make_norm
-from jaxlm.layers.transformer import ACT, TransformerConfig, TransformerStack
+from jaxlm.layers.transformer import ACT, TransformerConfig, TransformerStack, dataclass_from_config
 
 
 class TransformerLM(nn.Module):
@@ -89,10 +89,7 @@ class LSTMConfig:
 
   @classmethod
   def from_config(cls, model_cfg, vocab_size: int, seq_len: int, **overrides):
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kw = {k: v for k, v in model_cfg.to_dict().items() if k in fields}
-    kw.update(vocab_size=vocab_size, max_len=model_cfg.get("max_len") or seq_len, **overrides)
-    return cls(**kw)
+    return dataclass_from_config(cls, model_cfg, vocab_size, seq_len, **overrides)
 
 
 class LSTMLM(nn.Module):

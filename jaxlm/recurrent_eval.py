@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import models, objectives, sharding
+from jaxlm import models, objectives, sharding, train
 from jaxlm.data import pipeline
 
 
@@ -74,12 +74,4 @@ def evaluate(run, params, split: str | None = None, max_batches: int = -1,
       sums, carry = step(params, carry, run.to_global(batch))
       for k, v in jax.device_get(sums).items():
         totals[k] = totals.get(k, 0.0) + float(v)
-  w = max(totals.get("weight_sum", 0.0), 1.0)
-  loss = totals.get("loss_sum", 0.0) / w
-  return {
-      "loss": loss,
-      "ppl": float(np.exp(min(loss, 700.0))),
-      "bpb": totals.get("loss_sum", 0.0) / (np.log(2) * max(totals.get("byte_sum", 0.0), 1.0)),
-      "accuracy": totals.get("correct_sum", 0.0) / w,
-      "tokens": totals.get("weight_sum", 0.0),
-  }
+  return train.summarize(totals)

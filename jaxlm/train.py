@@ -217,8 +217,15 @@ class Run:
     key = jax.random.key(self.config.seed)
     with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
       lowered = jax.jit(init, out_shardings=self.state_shardings).lower(key)
-      on_cpu = self.mesh.devices.flat[0].platform == "cpu"
-      return lowered.compile(INIT_COMPILER_OPTIONS if on_cpu else None)(key)
+      return lowered.compile(INIT_COMPILER_OPTIONS if self.on_cpu else None)(key)
+
+  @property
+  def on_cpu(self) -> bool:
+    return self.mesh.devices.flat[0].platform == "cpu"
+
+  def total_peak_flops(self, per_device: float) -> float:
+    """The run's peak FLOP/s for MFU: CPU devices (cpu_devices) share their host's peak."""
+    return per_device * (jax.process_count() if self.on_cpu else self.mesh.size)
 
   def jit_train_step(self):
     step = functools.partial(
@@ -282,11 +289,15 @@ def evaluate(run: Run, params, eval_step_fn, split: str | None = None,
       sums = jax.device_get(eval_step_fn(params, run.to_global(batch)))
       for k, v in sums.items():
         totals[k] = totals.get(k, 0.0) + float(v)
+  return summarize(totals, masked_lm=run.objective.name == "masked_lm")
+
+
+def summarize(totals: dict[str, float], masked_lm: bool = False) -> dict[str, float]:
+  """Summed eval loss/weight/correct/bytes -> loss, perplexity, bits per byte, accuracy."""
   w = max(totals.get("weight_sum", 0.0), 1.0)
   loss = totals.get("loss_sum", 0.0) / w
   # Masked LM: loss/ppl/bpb/accuracy are over the selected (masked) tokens only.
-  mlm = {"mlm_accuracy": totals.get("correct_sum", 0.0) / w} \
-      if run.objective.name == "masked_lm" else {}
+  mlm = {"mlm_accuracy": totals.get("correct_sum", 0.0) / w} if masked_lm else {}
   return {
       **mlm,
       "loss": loss,
@@ -369,9 +380,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   eval_cache: dict = {}
   prefetch = pipeline.Prefetcher(train_iter, run.to_global, config.data.prefetch)
   tokens_per_step = config.data.batch_size * config.data.seq_len
-  # CPU devices share the host's cores: the stated peak is per host there.
-  on_cpu = run.mesh.devices.flat[0].platform == "cpu"
-  peak = config.peak_flops_per_device * (jax.process_count() if on_cpu else run.mesh.size)
+  peak = run.total_peak_flops(config.peak_flops_per_device)
   num_steps = config.num_train_steps
   end = min(num_steps, config.get("stop_after_steps") or num_steps)  # Sweeps pause runs early.
   last_eval: dict = {}

@@ -1,5 +1,6 @@
 """Test setup: 8 fake CPU devices for sharding tests, small local corpora, CLI helpers."""
 
+import json
 import os
 
 # Must be set before jax is imported anywhere.
@@ -41,6 +42,17 @@ def text_file(tmp_path_factory) -> str:
 def data_dir(tmp_path_factory) -> str:
   """One tfds data dir for the whole session (datasets are prepared once)."""
   return str(tmp_path_factory.mktemp("tfds"))
+
+
+def metric_by_step(workdir: str, key: str) -> dict:
+  """{step: value} of one metric from a run's metrics.jsonl (rows without it are skipped)."""
+  out = {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      row = json.loads(line)
+      if key in row:
+        out[row["step"]] = row[key]
+  return out
 
 
 def tiny_config(text_file: str, data_dir: str, **overrides):

@@ -7,7 +7,7 @@ import os
 import signal
 
 import pytest
-from conftest import run_cli
+from conftest import metric_by_step, run_cli
 
 
 def _args(family, workdir, text_file, data_dir, *extra):
@@ -17,30 +17,20 @@ def _args(family, workdir, text_file, data_dir, *extra):
           "--config.sample.num_tokens=0", *extra]
 
 
-def _by_step(workdir, key):
-  out = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      row = json.loads(line)
-      if key in row:
-        out[row["step"]] = row[key]
-  return out
-
-
 @pytest.mark.parametrize("family", ["bert", "lstm"])
 def test_neural_family_trains_and_resumes_exactly(tmp_path, text_file, data_dir, family):
   full, killed = tmp_path / "full", tmp_path / "killed"
   extra = ["--config.model.dropout=0.1"]
   p = run_cli(_args(family, full, text_file, data_dir, *extra))
   assert p.returncode == 0, p.stderr[-3000:]
-  losses = _by_step(full, "train_loss")
+  losses = metric_by_step(full, "train_loss")
   assert sorted(losses) == list(range(1, 21))
   first, last = sum(losses[s] for s in (1, 2, 3)), sum(losses[s] for s in (18, 19, 20))
   assert last < first - 0.3, losses  # The loss falls.
-  evals = _by_step(full, "eval_loss")
+  evals = metric_by_step(full, "eval_loss")
   assert evals[20] < evals[10]
   if family == "bert":
-    assert 0.0 < _by_step(full, "eval_mlm_accuracy")[20] <= 1.0
+    assert 0.0 < metric_by_step(full, "eval_mlm_accuracy")[20] <= 1.0
   p = run_cli(_args(family, killed, text_file, data_dir, *extra),
               env={"JAXLM_FAULTS": "sigkill_after_checkpoint@10"})
   assert p.returncode == -signal.SIGKILL
@@ -48,7 +38,7 @@ def test_neural_family_trains_and_resumes_exactly(tmp_path, text_file, data_dir,
   assert p.returncode == 0, p.stderr[-3000:]
   assert "Resumed from step 10" in p.stderr
   for key in ("train_loss", "eval_loss"):
-    assert _by_step(killed, key) == _by_step(full, key)  # Bitwise equal after resume.
+    assert metric_by_step(killed, key) == metric_by_step(full, key)  # Bitwise equal after resume.
 
 
 def test_ngram_fits_evaluates_and_reuses_saved_model(tmp_path, text_file, data_dir):
@@ -56,7 +46,7 @@ def test_ngram_fits_evaluates_and_reuses_saved_model(tmp_path, text_file, data_d
   p = run_cli(_args("ngram", wd, text_file, data_dir))
   assert p.returncode == 0, p.stderr[-3000:]
   assert os.path.exists(wd / "ngram.npz") and os.path.exists(wd / "tokenizer.json")
-  rows = _by_step(wd, "eval_ppl")
+  rows = metric_by_step(wd, "eval_ppl")
   ppl = rows[0]
   # The synthetic corpus is 60 words in random order: far below the byte-level uniform 261.
   assert 1.0 < ppl < 20.0

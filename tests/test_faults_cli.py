@@ -3,12 +3,11 @@ each restart resumes from the last complete checkpoint and the losses of the who
 an uninterrupted run's, bit for bit."""
 
 import importlib.util
-import json
 import os
 import signal
 
 import jax
-from conftest import REPO, run_cli
+from conftest import REPO, metric_by_step, run_cli
 
 from jaxlm import train
 
@@ -35,16 +34,6 @@ def _args(workdir, text_file, data_dir):
   return ["--config=configs/default.py:smoke", f"--workdir={workdir}",
           f"--config.data.path={text_file}", f"--config.data.data_dir={data_dir}",
           *[f"--config.{k}={v}" for k, v in OVERRIDES.items()]]
-
-
-def _by_step(workdir, key):
-  out = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      r = json.loads(line)
-      if key in r:
-        out[r["step"]] = r[key]
-  return out
 
 
 def _ckpts(workdir):
@@ -74,7 +63,7 @@ def test_kill_kill_preempt_resume_equals_uninterrupted(tmp_path, text_file, data
   assert f"Resumed from step {complete}" in p.stderr
   assert "Stopped by SIGTERM at step 11" in p.stderr
   assert _ckpts(wd) == ["11", "4", "8"]
-  assert max(_by_step(wd, "train_loss")) == 11
+  assert max(metric_by_step(wd, "train_loss")) == 11
 
   # 4. Resumes from exactly 11 and finishes.
   p = run_cli(_args(wd, text_file, data_dir))
@@ -82,6 +71,6 @@ def test_kill_kill_preempt_resume_equals_uninterrupted(tmp_path, text_file, data
   assert "Resumed from step 11" in p.stderr
 
   for key in ("train_loss", "eval_loss"):
-    want, got = _by_step(ref, key), _by_step(wd, key)
+    want, got = metric_by_step(ref, key), metric_by_step(wd, key)
     assert sorted(want) == sorted(got) and len(want) >= 3
     assert got == want  # Bitwise-equal floats at every step.

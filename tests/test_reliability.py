@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
+from conftest import metric_by_step, tiny_config
 
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import config as config_lib
@@ -27,16 +27,6 @@ def _config(text_file, data_dir, **kw):
 
 def _train(config, workdir):
   return train.train_and_evaluate(config, str(workdir), devices=jax.devices()[:1])
-
-
-def _losses(workdir, key="train_loss") -> dict:
-  out = {}
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      r = json.loads(line)
-      if key in r:
-        out[r["step"]] = r[key]
-  return out
 
 
 @pytest.fixture(scope="module")
@@ -100,8 +90,8 @@ def test_training_resumes_past_a_corrupt_checkpoint_exactly(ref, tmp_path, text_
   wd = _copy(ref, tmp_path)
   _corrupt(wd, 8, "array_garbled")
   _train(_config(text_file, data_dir), wd)
-  assert _losses(wd) == _losses(ref)
-  assert _losses(wd, "eval_loss") == _losses(ref, "eval_loss")
+  assert metric_by_step(wd, "train_loss") == metric_by_step(ref, "train_loss")
+  assert metric_by_step(wd, "eval_loss") == metric_by_step(ref, "eval_loss")
   assert sorted(os.listdir(os.path.join(wd, "checkpoints"))) == ["4", "8"]
 
 
@@ -157,7 +147,7 @@ def test_resume_allows_harmless_config_changes(ref, tmp_path, text_file, data_di
                        eval_every_steps=5), wd)
   assert out["step"] == 10
   assert "10" in os.listdir(os.path.join(wd, "checkpoints"))
-  assert max(_losses(wd)) == 10
+  assert max(metric_by_step(wd, "train_loss")) == 10
 
 
 def test_restore_onto_a_different_mesh(tmp_path, text_file, data_dir):
@@ -228,7 +218,7 @@ def test_nan_policies(tmp_path, text_file, data_dir, monkeypatch, caplog, policy
     out = _train(c, wd)
   assert out["step"] == 6 and np.isfinite(out["eval_loss"])
   bad_step = 2 if policy == "skip" else 5
-  losses = _losses(wd)
+  losses = metric_by_step(wd, "train_loss")
   assert sorted(losses) == list(range(1, 7))
   assert [s for s, v in losses.items() if not np.isfinite(v)] == [bad_step]  # Only that step.
   rows = [json.loads(line) for line in open(wd / "metrics.jsonl")]

@@ -78,11 +78,15 @@ class TransformerConfig:
 
   @classmethod
   def from_config(cls, model_cfg, vocab_size: int, seq_len: int, **overrides):
-    """From `config.model` (an ml_collections ConfigDict) plus data-derived sizes."""
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kw = {k: v for k, v in model_cfg.to_dict().items() if k in fields}
-    kw.update(vocab_size=vocab_size, max_len=model_cfg.get("max_len") or seq_len, **overrides)
-    return cls(**kw)
+    return dataclass_from_config(cls, model_cfg, vocab_size, seq_len, **overrides)
+
+
+def dataclass_from_config(cls, model_cfg, vocab_size: int, seq_len: int, **overrides):
+  """A model config dataclass from `config.model` (a ConfigDict) plus data-derived sizes."""
+  fields = {f.name for f in dataclasses.fields(cls)}
+  kw = {k: v for k, v in model_cfg.to_dict().items() if k in fields}
+  kw.update(vocab_size=vocab_size, max_len=model_cfg.get("max_len") or seq_len, **overrides)
+  return cls(**kw)
 
 
 class Block(nn.Module):
