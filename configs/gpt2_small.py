@@ -3,7 +3,7 @@
 Check that it fits before renting hardware (ahead-of-time compile on fake CPU devices,
 memory per device; vocabulary 50257 padded to 50304):
 
-  python -m jaxlm.bench --config=configs/gpt2_small.py --aot --mesh=256,1,1 --vocab_size=50257
+  python -m jaxlm.lab.bench --config=configs/gpt2_small.py --aot --mesh=256,1,1 --vocab_size=50257
 
 Train on a GPU/TPU host (bf16 compute, fp32 master weights, scanned + rematerialized layers):
 

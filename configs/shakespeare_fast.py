@@ -1,6 +1,6 @@
 """Fast tiny-shakespeare characters: validation loss <= 1.88 in well under nanoGPT's 165 s.
 
-  python -m jaxlm.bench --config=configs/shakespeare_fast.py --mode=time_to_loss \
+  python -m jaxlm.lab.bench --config=configs/shakespeare_fast.py --mode=time_to_loss \
       --target_loss=1.88 --config.data.path=../shared/data/tinyshakespeare/input.txt
   python -m jaxlm.main --config=configs/shakespeare_fast.py --workdir=/tmp/shk_fast
 

@@ -7,9 +7,10 @@ import jax
 import pytest
 from conftest import REPO, tiny_config
 
-from jaxlm import aot, benchmark, train
+from jaxlm import train
 from jaxlm.config import ConfigError
 from jaxlm.data import pipeline
+from jaxlm.lab import aot, benchmark
 
 
 def test_throughput_numbers_are_consistent(tmp_path, text_file, data_dir):
@@ -99,7 +100,7 @@ def test_aot_cli_uses_fake_devices_in_a_subprocess(tmp_path):
   import sys
   out = tmp_path / "aot.json"
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
-  proc = subprocess.run([sys.executable, "-m", "jaxlm.bench",
+  proc = subprocess.run([sys.executable, "-m", "jaxlm.lab.bench",
                          "--config=configs/gpt2_small.py:smoke", "--aot", "--mesh=2,2,1",
                          "--vocab_size=300", f"--out={out}"],
                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

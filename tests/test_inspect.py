@@ -10,8 +10,9 @@ import pytest
 from conftest import tiny_config
 from test_sweep import png_size
 
-from jaxlm import inspect, optim, plots, restore, train
+from jaxlm import optim, restore, train
 from jaxlm.config import ConfigError
+from jaxlm.lab import inspect, plots
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@ import struct
 import numpy as np
 import pytest
 
-from jaxlm import plots
+from jaxlm.lab import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

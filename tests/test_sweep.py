@@ -11,7 +11,7 @@ import sys
 import pytest
 from conftest import REPO, tiny_config
 
-from jaxlm import sweep as sw
+from jaxlm.lab import sweep as sw
 
 
 def png_size(path) -> tuple[int, int]:
@@ -69,7 +69,7 @@ def test_bad_definitions_and_device_groups_and_rungs():
 
 
 SWEEP_PY = """
-from jaxlm.sweep import Sweep
+from jaxlm.lab.sweep import Sweep
 
 def get_sweep():
   return Sweep(config="configs/default.py:smoke", overrides={overrides!r},
@@ -87,7 +87,7 @@ def test_two_run_sweep_end_to_end_report_and_restart(tmp_path, text_file, data_d
                "log_every_steps": 3, "eval_steps": 2, "sample.num_tokens": 0}
   (exp / "sweep.py").write_text(SWEEP_PY.format(overrides=overrides))
   (exp / "README.md").write_text("# Q\n<!-- sweep-results -->\nold\n<!-- /sweep-results -->\nend\n")
-  cmd = [sys.executable, "-m", "jaxlm.sweep", str(exp), "--parallel=2"]
+  cmd = [sys.executable, "-m", "jaxlm.lab.sweep", str(exp), "--parallel=2"]
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
   p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert p.returncode == 0, p.stdout + p.stderr

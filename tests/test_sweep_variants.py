@@ -9,8 +9,8 @@ import sys
 import pytest
 from conftest import REPO, tiny_config
 
-from jaxlm import sweep as sw
-from jaxlm import sweep_report
+from jaxlm.lab import sweep as sw
+from jaxlm.lab import sweep_plots, sweep_report
 
 
 def families_sweep(**kw) -> sw.Sweep:
@@ -101,9 +101,9 @@ def test_metric_plots_keep_variants_apart():
   groups = [{"group": r.group, "variant": r.variant, "overrides": r.overrides, "status": "done",
              "final:eval_loss": (r.overrides["model.emb_dim"] / 10 + (r.variant == "b"), 0.0)}
             for r in sw.expand(s)]
-  assert sweep_report.metric_series(s, groups, "model.emb_dim") == {
+  assert sweep_plots.metric_series(s, groups, "model.emb_dim") == {
       "variant=a": [(32, 3.2, 0.0), (64, 6.4, 0.0)], "variant=b": [(32, 4.2, 0.0), (64, 7.4, 0.0)]}
-  assert sweep_report.metric_series(s, groups, "variant") == {
+  assert sweep_plots.metric_series(s, groups, "variant") == {
       "emb_dim=32": [("a", 3.2, 0.0), ("b", 4.2, 0.0)],
       "emb_dim=64": [("a", 6.4, 0.0), ("b", 7.4, 0.0)]}
 
@@ -124,7 +124,7 @@ def test_params_read_from_every_family_log(tmp_path):
 
 
 SWEEP_PY = """
-from jaxlm.sweep import RunDir, Sweep
+from jaxlm.lab.sweep import RunDir, Sweep
 
 def get_sweep():
   return Sweep(overrides={overrides!r},
@@ -147,7 +147,7 @@ def test_variants_and_prerequisite_sweep_end_to_end(tmp_path, text_file, data_di
                "log_every_steps": 2, "eval_steps": 2, "sample.num_tokens": 0}
   (exp / "sweep.py").write_text(SWEEP_PY.format(overrides=overrides))
   env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-  p = subprocess.run([sys.executable, "-m", "jaxlm.sweep", str(exp)], cwd=REPO, env=env,
+  p = subprocess.run([sys.executable, "-m", "jaxlm.lab.sweep", str(exp)], cwd=REPO, env=env,
                      capture_output=True, text=True, timeout=600)
   assert p.returncode == 0, p.stdout + p.stderr
   assert "3 runs (1 prerequisite)" in p.stdout

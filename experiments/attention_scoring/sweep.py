@@ -1,11 +1,11 @@
 """Attention scoring (scaled dot product vs bilinear h_t^T W_a h_s) x MHA / GQA / MQA.
 
-  python -m jaxlm.sweep experiments/attention_scoring --parallel=2
+  python -m jaxlm.lab.sweep experiments/attention_scoring --parallel=2
 """
 
 import os
 
-from jaxlm.sweep import Sweep
+from jaxlm.lab.sweep import Sweep
 
 TINY = {
     "data.seq_len": 64,

@@ -1,6 +1,6 @@
 """Learning rate x warmup random search for configs/shakespeare_char.py, by validation loss.
 
-  python -m jaxlm.sweep experiments/lr_warmup_search --parallel=2
+  python -m jaxlm.lab.sweep experiments/lr_warmup_search --parallel=2
 
 The recipe's model and data as they are (4 layers, 128 wide, batch 12 x 64 chars), with a
 short budget of 300 steps (the recipe trains 2,000) and successive halving: 9 draws train
@@ -9,7 +9,7 @@ short budget of 300 steps (the recipe trains 2,000) and successive halving: 9 dr
 
 import os
 
-from jaxlm.sweep import Halving, LogUniform, Sweep
+from jaxlm.lab.sweep import Halving, LogUniform, Sweep
 
 # The corpus: $JAXLM_SHARED_DATA (default ../shared/data, from the repository root).
 DATA = os.path.join(os.environ.get("JAXLM_SHARED_DATA", "../shared/data"),

@@ -1,13 +1,13 @@
 """Model families on one corpus and tokenizer: Kneser-Ney n-grams (orders 2-5), LSTM, GPT.
 
-  JAXLM_SHARED_DATA=/path/to/shared/data python -m jaxlm.sweep experiments/model_families
+  JAXLM_SHARED_DATA=/path/to/shared/data python -m jaxlm.lab.sweep experiments/model_families
 
 Word-level WikiText-2 (the families' `:wikitext2` recipe variant: valid.txt, last 10% of
 its lines held out, word tokenizer trained on the rest); LSTM and GPT at matched total
 parameter counts (1.95M and 2.08M, 6.6% apart; embeddings dominate at this vocabulary).
 """
 
-from jaxlm.sweep import Sweep
+from jaxlm.lab.sweep import Sweep
 
 # Neural runs: the recipes' 600 steps (batch 32 x 64 words, ~5.5 epochs of the 0.2M training
 # words), dropout 0.1 for both (a small corpus), evaluated on the whole held-out split.

@@ -1,11 +1,11 @@
 """Positional encodings: none / learned / sinusoidal / RoPE / ALiBi, also evaluated at 2x length.
 
-  python -m jaxlm.sweep experiments/positional_encodings --parallel=2
+  python -m jaxlm.lab.sweep experiments/positional_encodings --parallel=2
 """
 
 import os
 
-from jaxlm.sweep import Sweep
+from jaxlm.lab.sweep import Sweep
 
 # A small character-level GPT on tiny-shakespeare: a few minutes of CPU for the whole sweep.
 TINY = {

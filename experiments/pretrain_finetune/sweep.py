@@ -1,6 +1,6 @@
 """Pretrain -> fine-tune vs. from scratch on SST-2 (the seed's claim), through the runner.
 
-  python -m jaxlm.sweep experiments/pretrain_finetune
+  python -m jaxlm.lab.sweep experiments/pretrain_finetune
 
 The prerequisite `pretrain` trains the LM on the SST-2 training sentences (labels unused);
 `pretrained` fine-tunes the classifier from it (`init_from`), `scratch` trains the same
@@ -9,7 +9,7 @@ classifier from random weights with the pretraining run's tokenizer (same vocabu
 
 import os
 
-from jaxlm.sweep import RunDir, Sweep
+from jaxlm.lab.sweep import RunDir, Sweep
 
 # GLUE SST-2: $JAXLM_SHARED_DATA/sst2 (default ../shared/data, from the repository root).
 SST2 = os.path.join(os.environ.get("JAXLM_SHARED_DATA", "../shared/data"), "sst2")

@@ -1,9 +1,9 @@
 """Benchmark: step time, tokens/s, MFU and memory of a config; time to a target loss; AOT fit.
 
-  python -m jaxlm.bench --config=configs/shakespeare_char.py --steps=50 --out=bench.json
-  python -m jaxlm.bench --config=configs/shakespeare_fast.py --mode=time_to_loss \
+  python -m jaxlm.lab.bench --config=configs/shakespeare_char.py --steps=50 --out=bench.json
+  python -m jaxlm.lab.bench --config=configs/shakespeare_fast.py --mode=time_to_loss \
       --target_loss=1.88
-  python -m jaxlm.bench --config=configs/gpt2_small.py --aot --mesh=256,1,1
+  python -m jaxlm.lab.bench --config=configs/gpt2_small.py --aot --mesh=256,1,1
 
 `throughput` compiles the real train step (timed), runs warm-up steps, then
 times `--steps` steps one by one (each waited for: the median is the steady
@@ -15,7 +15,7 @@ matmul) unless `--peak_flops` gives one. `time_to_loss` trains the recipe and
 stops at the first evaluation whose loss over the WHOLE validation split is at
 most the target; the wall time counts everything from building the run
 (tokenizer, compile, data, evals). `--aot` lowers and compiles the step for a
-mesh of fake CPU devices and reports memory per device (see `jaxlm.aot`).
+mesh of fake CPU devices and reports memory per device (see `jaxlm.lab.aot`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ import tempfile
 from absl import app, flags
 from ml_collections import config_flags
 
-from jaxlm import benchmark, sharding
+from jaxlm import sharding
+from jaxlm.lab import benchmark
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
@@ -55,7 +56,7 @@ def main(argv) -> None:
   if not FLAGS.aot:
     sharding.use_cpu_devices(config.get("cpu_devices", 0))
   if FLAGS.aot:
-    from jaxlm import aot
+    from jaxlm.lab import aot
     result = aot.run_aot(config, FLAGS.mesh, FLAGS.vocab_size or 256, sys.argv[1:])
   else:
     workdir = FLAGS.workdir or tempfile.mkdtemp(prefix="jaxlm_bench_")
@@ -69,7 +70,7 @@ def main(argv) -> None:
                                       quick_stride=FLAGS.quick_stride,
                                       quick_margin=FLAGS.quick_margin)
   result["environment"] = benchmark.environment()
-  result["command"] = "python -m jaxlm.bench " + " ".join(sys.argv[1:])
+  result["command"] = "python -m jaxlm.lab.bench " + " ".join(sys.argv[1:])
   benchmark.print_table(result)
   if FLAGS.out:
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)

@@ -1,4 +1,4 @@
-"""Measurements behind `python -m jaxlm.bench` (importable, no flags): see `jaxlm.bench`."""
+"""Measurements behind `python -m jaxlm.lab.bench` (importable, no flags): see `jaxlm.lab.bench`."""
 
 from __future__ import annotations
 

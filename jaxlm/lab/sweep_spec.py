@@ -1,7 +1,7 @@
 """What a sweep runs: the `Sweep` definition and its expansion into named runs.
 
-Split from `jaxlm.sweep` (the runner), which re-exports every name here, so an
-experiment writes `from jaxlm.sweep import Sweep, RunDir, LogUniform, ...`.
+Split from `jaxlm.lab.sweep` (the runner), which re-exports every name here, so an
+experiment writes `from jaxlm.lab.sweep import Sweep, RunDir, LogUniform, ...`.
 
 A run's overrides are, in order (later wins): `Sweep.overrides`, its variant's
 bundle, its grid point and random draw, its seed. Prerequisite runs are separate:
@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import itertools
+import json
 import math
 import os
 import re
@@ -293,7 +294,8 @@ def load_sweep(experiment: str) -> Sweep:
   path = experiment if experiment.endswith(".py") else os.path.join(experiment, "sweep.py")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found. Fix: an experiment folder holds a sweep.py that "
-                            "defines get_sweep() -> jaxlm.sweep.Sweep (see README, Experiments).")
+                            "defines get_sweep() -> jaxlm.lab.sweep.Sweep (see README, "
+                            "Experiments).")
   spec = importlib.util.spec_from_file_location("_jaxlm_sweep_def", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
@@ -302,7 +304,69 @@ def load_sweep(experiment: str) -> Sweep:
                          "return Sweep(...)`.")
   sweep = module.get_sweep()
   if not isinstance(sweep, Sweep):
-    raise TypeError(f"{path}: get_sweep() returned {type(sweep).__name__}, not jaxlm.sweep.Sweep.")
+    raise TypeError(f"{path}: get_sweep() returned {type(sweep).__name__}, "
+                    "not jaxlm.lab.sweep.Sweep.")
   return sweep
 
 
+# ------------------------------------------------------------------- run files and commands
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DONE_FILE = "sweep_run.json"  # Written in a run's workdir when it finished (status 'done').
+ATTEMPTS_FILE = "sweep_attempts.jsonl"  # One row per trainer process: wall time, exit code.
+LOG_FILE = "sweep.log"  # The trainer's stdout/stderr, appended per attempt.
+
+
+def resolve_config(config: str) -> str:
+  """The config path made absolute (relative paths are from the repository root)."""
+  path, sep, arg = config.partition(":")
+  if not os.path.isabs(path) and not os.path.exists(path):
+    path = os.path.join(REPO, path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"Sweep.config={config!r}: {path} does not exist.")
+  return os.path.abspath(path) + sep + arg
+
+
+def _flag_value(v) -> str:
+  if isinstance(v, (tuple, list)):
+    return "(" + ",".join(_flag_value(x) for x in v) + ("," if len(v) == 1 else "") + ")"
+  return repr(v) if isinstance(v, float) else str(v)
+
+
+def run_config(sweep: Sweep, spec: RunSpec, runs_dir: str) -> tuple[str, dict]:
+  """(base config, all overrides) of one run, with RunDir values made paths in `runs_dir`.
+
+  A spec made by hand without a config gets the sweep's config and fixed overrides.
+  """
+  config, fixed = (spec.config, spec.fixed) if spec.config else (sweep.config, sweep.overrides)
+  return config, resolve_run_dirs({**fixed, **spec.overrides}, runs_dir)
+
+
+def display_command(sweep: Sweep, spec: RunSpec, workdir: str = "WORKDIR") -> str:
+  """The command a reader can paste to reproduce one run (repository root, relative paths);
+  prerequisites' workdirs are taken to be beside `workdir`."""
+  config, values = run_config(sweep, spec, os.path.dirname(workdir))
+  args = ["python", "-m", "jaxlm.main", f"--config={config}", f"--workdir={workdir}"]
+  args += [f"--config.{k}={_flag_value(v)}" for k, v in values.items()]
+  return " ".join(args)
+
+
+def read_json(path: str) -> dict | None:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return None
+
+
+# ------------------------------------------------------------------- report keys
+
+
+def table_keys(sweep: Sweep) -> list[str]:
+  """The columns that tell runs apart: the variant (if any), then the swept keys."""
+  return ["variant", *sweep.swept] if sweep.variants else sweep.swept
+
+
+def key_value(g: dict, key: str, default=None):
+  """A group's (or run's) value of a table key ('variant' or a swept config key)."""
+  return g.get("variant") or default if key == "variant" else g["overrides"].get(key, default)

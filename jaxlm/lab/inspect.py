@@ -1,6 +1,6 @@
 """Looking inside a trained model: attention maps, per-token loss, embedding geometry.
 
-  python -m jaxlm.inspect --workdir=W --text="To be, or not to be" [--token=e] [--out=DIR]
+  python -m jaxlm.lab.inspect --workdir=W --text="To be, or not to be" [--token=e] [--out=DIR]
 
 writes to DIR (default `W/inspect`):
   attention_layer{i}.png  every head of layer i, query tokens on rows, keys on columns
@@ -26,9 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlm import plots, restore
+from jaxlm import restore
 from jaxlm.data import sources
 from jaxlm.data.tokenizers import NUM_SPECIAL
+from jaxlm.lab import plots
 
 
 def attention_and_losses(loaded: restore.Loaded, ids: np.ndarray) -> tuple[list, np.ndarray]:
@@ -150,7 +151,8 @@ def inspect(workdir: str, text: str, out: str = "", token: str = "", top: int = 
 
 def main(argv: list[str] | None = None) -> int:
   import argparse
-  p = argparse.ArgumentParser(prog="python -m jaxlm.inspect", description=__doc__.split("\n")[0])
+  p = argparse.ArgumentParser(prog="python -m jaxlm.lab.inspect",
+                              description=__doc__.split("\n")[0])
   p.add_argument("--workdir", required=True, help="A trained run's workdir.")
   p.add_argument("--text", required=True, help="Text to run through the model.")
   p.add_argument("--out", default="", help="Output dir (default: WORKDIR/inspect).")

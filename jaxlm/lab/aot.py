@@ -67,7 +67,7 @@ def compile_for_mesh(config, vocab_size: int, devices=None) -> dict:
   """Lowers + compiles one train step for `config.mesh.shape` over `devices`; memory per device."""
   import flax.linen as nn
 
-  from jaxlm.benchmark import compiled_memory, xla_flops
+  from jaxlm.lab.benchmark import compiled_memory, xla_flops
 
   t0 = time.perf_counter()
   run = AbstractRun(config, vocab_size, devices)
@@ -109,7 +109,7 @@ def run_aot(config, mesh: str, vocab_size: int, argv: list[str]) -> dict:
                        f"--xla_force_host_platform_device_count={n}")
   with tempfile.TemporaryDirectory() as tmp:
     out = os.path.join(tmp, "aot.json")
-    proc = subprocess.run([sys.executable, "-m", "jaxlm.bench", *argv, f"--out={out}"],
+    proc = subprocess.run([sys.executable, "-m", "jaxlm.lab.bench", *argv, f"--out={out}"],
                           env=env, capture_output=True, text=True)
     if proc.returncode:
       raise RuntimeError(f"AOT compile on {n} fake devices failed:\n{proc.stderr[-4000:]}")

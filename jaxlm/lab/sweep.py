@@ -3,19 +3,19 @@
 An experiment is a folder `experiments/<name>/` with a `sweep.py` that defines
 `get_sweep() -> Sweep` and a README stating the question. Then
 
-  python -m jaxlm.sweep experiments/<name> [--parallel=N] [--report] [--out=DIR]
+  python -m jaxlm.lab.sweep experiments/<name> [--parallel=N] [--report] [--out=DIR]
 
 trains every run with the CLI (`python -m jaxlm.main`) in its own workdir
 `<out>/runs/<overrides>` (default out: `experiments/<name>/results`), N at a
 time, and writes `results.md`, `results.csv`, `runs.csv` and PNG plots to
-`<out>` (see `jaxlm.sweep_report`). A restarted sweep skips finished runs and
+`<out>` (see `jaxlm.lab.sweep_report`). A restarted sweep skips finished runs and
 the trainer resumes unfinished ones from their checkpoints. Random searches may
 use successive halving: every run trains to the first rung, the best 1/eta go on
 to the next, and so on, each continuing from its own checkpoint.
 
 Example `sweep.py`:
 
-  from jaxlm.sweep import Choice, LogUniform, Sweep
+  from jaxlm.lab.sweep import Choice, LogUniform, Sweep
 
   def get_sweep():
     return Sweep(config="configs/shakespeare_char.py",
@@ -38,7 +38,7 @@ and points at its workdir with `RunDir`:
 
 Prerequisites train in `<out>/runs/<name>` (a restart skips them when finished);
 the report lists them in their own table. `columns=("eval_macro_f1", ...)` picks the
-final metrics the table shows besides `metric`. See `jaxlm.sweep_spec` for the fields.
+final metrics the table shows besides `metric`. See `jaxlm.lab.sweep_spec` for the fields.
 """
 
 from __future__ import annotations
@@ -55,7 +55,12 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from jaxlm.sweep_spec import (  # noqa: F401  (re-exported: experiments import them from here)
+from jaxlm.lab import sweep_report
+from jaxlm.lab.sweep_spec import (  # noqa: F401  (re-exported: experiments import them from here)
+  ATTEMPTS_FILE,
+  DONE_FILE,
+  LOG_FILE,
+  REPO,
   Choice,
   Halving,
   LogUniform,
@@ -63,47 +68,21 @@ from jaxlm.sweep_spec import (  # noqa: F401  (re-exported: experiments import t
   RunSpec,
   Sweep,
   Uniform,
+  _flag_value,
   _fmt,
   _short_keys,
+  display_command,
   expand,
   expand_prerequisites,
   load_sweep,
+  read_json,
+  resolve_config,
   resolve_run_dirs,
+  run_config,
   run_dirs,
 )
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DONE_FILE = "sweep_run.json"  # Written in a run's workdir when it finished (status 'done').
-ATTEMPTS_FILE = "sweep_attempts.jsonl"  # One row per trainer process: wall time, exit code.
-LOG_FILE = "sweep.log"  # The trainer's stdout/stderr, appended per attempt.
-
-
 # ----------------------------------------------------------------------------- running
-
-
-def resolve_config(config: str) -> str:
-  """The config path made absolute (relative paths are from the repository root)."""
-  path, sep, arg = config.partition(":")
-  if not os.path.isabs(path) and not os.path.exists(path):
-    path = os.path.join(REPO, path)
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"Sweep.config={config!r}: {path} does not exist.")
-  return os.path.abspath(path) + sep + arg
-
-
-def _flag_value(v) -> str:
-  if isinstance(v, (tuple, list)):
-    return "(" + ",".join(_flag_value(x) for x in v) + ("," if len(v) == 1 else "") + ")"
-  return repr(v) if isinstance(v, float) else str(v)
-
-
-def run_config(sweep: Sweep, spec: RunSpec, runs_dir: str) -> tuple[str, dict]:
-  """(base config, all overrides) of one run, with RunDir values made paths in `runs_dir`.
-
-  A spec made by hand without a config gets the sweep's config and fixed overrides.
-  """
-  config, fixed = (spec.config, spec.fixed) if spec.config else (sweep.config, sweep.overrides)
-  return config, resolve_run_dirs({**fixed, **spec.overrides}, runs_dir)
 
 
 def train_command(sweep: Sweep, spec: RunSpec, workdir: str, stop_after: int = 0) -> list[str]:
@@ -116,15 +95,6 @@ def train_command(sweep: Sweep, spec: RunSpec, workdir: str, stop_after: int = 0
   if stop_after:
     args.append(f"--config.stop_after_steps={stop_after}")
   return args
-
-
-def display_command(sweep: Sweep, spec: RunSpec, workdir: str = "WORKDIR") -> str:
-  """The command a reader can paste to reproduce one run (repository root, relative paths);
-  prerequisites' workdirs are taken to be beside `workdir`."""
-  config, values = run_config(sweep, spec, os.path.dirname(workdir))
-  args = ["python", "-m", "jaxlm.main", f"--config={config}", f"--workdir={workdir}"]
-  args += [f"--config.{k}={_flag_value(v)}" for k, v in values.items()]
-  return " ".join(args)
 
 
 def device_groups(device_ids: Sequence[str], parallel: int) -> list[list[str]]:
@@ -150,14 +120,6 @@ def visible_gpus() -> list[str]:
     except (OSError, subprocess.SubprocessError):
       return []
   return []
-
-
-def read_json(path: str) -> dict | None:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, json.JSONDecodeError):
-    return None
 
 
 def trained_steps(workdir: str) -> int:
@@ -247,7 +209,6 @@ class Runner:
 
 def run_sweep(sweep: Sweep, out: str, parallel: int = 1, log=print) -> dict[str, str]:
   """Trains every run not yet finished (with successive halving if the sweep asks)."""
-  from jaxlm import sweep_report
   runner = Runner(sweep, out, parallel, log)
   statuses = run_prerequisites(runner)
   failed = {n for n, st in statuses.items() if st in ("failed", "blocked")}
@@ -308,14 +269,13 @@ def _mark_stopped(workdir: str, step: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
   import argparse
-  p = argparse.ArgumentParser(prog="python -m jaxlm.sweep", description=__doc__.split("\n")[0])
+  p = argparse.ArgumentParser(prog="python -m jaxlm.lab.sweep", description=__doc__.split("\n")[0])
   p.add_argument("experiment", help="experiments/<name> (a folder with sweep.py).")
   p.add_argument("--parallel", type=int, default=1, help="Trainer processes at once.")
   p.add_argument("--report", action="store_true", help="Only write the report; train nothing.")
   p.add_argument("--out", default="", help="Output dir (default: <experiment>/results).")
   p.add_argument("--dry_run", action="store_true", help="Print the runs' commands and stop.")
   a = p.parse_args(argv)
-  from jaxlm import sweep_report
   try:
     sweep = load_sweep(a.experiment)
   except (OSError, ValueError, TypeError, AttributeError) as e:
@@ -357,5 +317,5 @@ def _loadavg() -> str:
 
 
 if __name__ == "__main__":  # Run the imported module's main (its Runner, for monkeypatching).
-  from jaxlm import sweep as _sweep
+  from jaxlm.lab import sweep as _sweep
   sys.exit(_sweep.main())

@@ -1,4 +1,4 @@
-"""`python -m jaxlm.bench_data --config=configs/default.py`: is the input pipeline fast enough?
+"""`python -m jaxlm.lab.bench_data --config=configs/default.py`: is the input pipeline fast enough?
 
 Measures, on this machine, the training input pipeline (tfds source -> grain
 shuffle -> tokenize -> pack -> batch, on the host, one thread, no prefetch)

@@ -1,0 +1,7 @@
+"""The lab wing: sweeps, benchmarks, plots, AOT compilation, model inspection.
+
+Tools that drive or measure the trainer from outside (`python -m jaxlm.lab.sweep`,
+`python -m jaxlm.lab.bench`, `python -m jaxlm.lab.bench_data`, `python -m jaxlm.lab.inspect`).
+The core (everything in `jaxlm` outside this folder) never imports it; it alone needs
+matplotlib (`pip install -e ".[lab]"`).
+"""
