@@ -6,7 +6,11 @@ for parallel pairs or when `target_key` is set. Labels are mapped to ids
 through the configured label set (`labels` by name, or `num_classes` for
 integer labels), so a label outside it is an error naming the file and line,
 never a silently wrong class. Bytes that are not UTF-8 are replaced by U+FFFD
-(one per byte, counted) or rejected, as `encoding_errors` says.
+(one per byte, counted) or rejected, as `encoding_errors` says; a UTF-16/32 file
+with a byte-order mark is decoded as such, one without (NUL bytes) is refused.
+Line endings are normalized (CRLF and lone CR become LF) before anything splits
+lines or paragraphs. Malformed rows (an unclosed CSV quote, a field over
+`MAX_FIELD_CHARS`, JSON nested too deeply) are errors naming the file and line.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ FORMATS = ("text", "jsonl", "tsv", "csv", "parallel")
 ENCODING_ERRORS = ("replace", "strict")
 DOC_UNITS = ("file", "paragraph", "line")
 _ESCAPED_RE = re.compile("[\udc80-\udcff]")
+MAX_FIELD_CHARS = 1 << 26  # Longest CSV/TSV field read (csv's own default is 128 KiB).
+# Byte-order marks, longest first (a UTF-32-LE BOM starts with the UTF-16-LE one).
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32-le"), (b"\x00\x00\xfe\xff", "utf-32-be"),
+         (b"\xff\xfe", "utf-16-le"), (b"\xfe\xff", "utf-16-be"))
 
 
 class DataError(ValueError):
@@ -71,8 +79,34 @@ class ReadOptions:
     return self.labels or tuple(str(i) for i in range(self.num_classes))
 
 
+def _decode_bom(data: bytes, path: str, errors: str, stats: dict) -> str | None:
+  """The text of a UTF-16/32 file with a byte-order mark (None if it has none); a file with
+  NUL bytes and no mark is refused (UTF-16 without a BOM would read as garbage)."""
+  for bom, codec in _BOMS:
+    if data.startswith(bom):
+      try:
+        text = data[len(bom):].decode(codec, errors)
+      except UnicodeDecodeError as e:
+        raise DataError(f"{path}: starts with a {codec.upper()} byte-order mark but byte "
+                        f"{e.start + len(bom)} is not valid {codec.upper()} ({e.reason}). Fix: "
+                        "convert the file to UTF-8, or set config.data.encoding_errors="
+                        "'replace'.") from e
+      stats.setdefault("decoded_files", {})[path] = codec
+      return text
+  head = data[:4096]
+  if head.count(0) > len(head) // 8:
+    raise DataError(f"{path}: {head.count(0)} of the first {len(head)} bytes are NUL: UTF-16 or "
+                    "UTF-32 without a byte-order mark, or not text. Fix: convert it to UTF-8 "
+                    "(e.g. `iconv -f UTF-16LE -t UTF-8`).")
+  return None
+
+
 def decode(data: bytes, path: str, errors: str, stats: dict) -> str:
-  """UTF-8 text of a file; invalid bytes replaced (counted in `stats`) or rejected."""
+  """Text of a file: UTF-8 (invalid bytes replaced, counted in `stats`, or rejected), or
+  UTF-16/32 when it starts with that byte-order mark."""
+  text = _decode_bom(data, path, errors, stats)
+  if text is not None:
+    return text
   try:
     return data.decode("utf-8")
   except UnicodeDecodeError as e:
@@ -90,6 +124,7 @@ def decode(data: bytes, path: str, errors: str, stats: dict) -> str:
 def read_file(path: str, opts: ReadOptions, stats: dict) -> str:
   with open(path, "rb") as f:
     text = decode(f.read(), path, opts.encoding_errors, stats).removeprefix("\ufeff")  # BOM.
+  text = text.replace("\r\n", "\n").replace("\r", "\n")  # CRLF (Windows), CR (old Mac).
   if not text.strip():
     raise DataError(f"{path} is empty (no text). Fix: remove it from config.data.path/"
                     "eval_path or point to non-empty files.")
@@ -158,20 +193,53 @@ def read_jsonl(path: str, opts: ReadOptions, stats: dict) -> list[dict]:
     except json.JSONDecodeError as e:
       raise DataError(f"{path}:{n}: not valid JSON ({e.msg}). Fix: one JSON object per "
                       "line.") from e
+    except RecursionError as e:
+      raise DataError(f"{path}:{n}: JSON nested too deeply to read (Python's recursion "
+                      "limit). Fix: flatten the line to an object whose text field is a "
+                      "string.") from e
     if not isinstance(obj, dict):
       raise DataError(f"{path}:{n}: a JSON {type(obj).__name__}, not an object.")
     out.append(_example(obj, opts, f"{path}:{n}"))
   return out
 
 
+def _rows(reader, path: str, fmt: str):
+  """(first line, row) of each row; csv errors (an unclosed quote, a field too long) become
+  errors naming the file and the line the row starts on."""
+  while True:
+    start = reader.line_num + 1
+    try:
+      row = next(reader)
+    except StopIteration:
+      return
+    except csv.Error as e:
+      hint = (f"a field over {MAX_FIELD_CHARS:,} characters (readers.MAX_FIELD_CHARS)"
+              if "field larger" in str(e) else
+              "a quote that is never closed (or text after a closing quote) joins the rows "
+              "after it; quote fields as \"...\" and double any quote inside (\"\")")
+      raise DataError(f"{path}:{start}: malformed {fmt.upper()} row starting here ({e}; "
+                      f"read up to line {reader.line_num}): {hint}. Fix: correct the file "
+                      "there.") from e
+    yield start, row
+
+
 def read_table(path: str, opts: ReadOptions, stats: dict) -> list[dict]:
   """TSV (unquoted, GLUE style) or CSV (RFC 4180 quoting); the first row is the header."""
   text = read_file(path, opts, stats)
+  limit = csv.field_size_limit(MAX_FIELD_CHARS)
+  try:
+    return _read_table(path, text, opts)
+  finally:
+    csv.field_size_limit(limit)
+
+
+def _read_table(path: str, text: str, opts: ReadOptions) -> list[dict]:
   if opts.format == "tsv":
     reader = csv.reader(io.StringIO(text), delimiter="\t", quoting=csv.QUOTE_NONE)
   else:
-    reader = csv.reader(io.StringIO(text))
-  header = next(reader)
+    reader = csv.reader(io.StringIO(text), strict=True)
+  rows = _rows(reader, path, opts.format)
+  header = next(rows)[1]
   if len(set(header)) != len(header):
     raise DataError(f"{path}: the header {header} repeats a column name.")
   for col, what in ((opts.text_key, "text"), (opts.label_key, "label"),
@@ -181,10 +249,10 @@ def read_table(path: str, opts: ReadOptions, stats: dict) -> list[dict]:
                       f"config.data.{what}_key to one of them (the first row must be a "
                       "header).")
   out = []
-  for row in reader:
+  for start, row in rows:
     if not any(c.strip() for c in row):
       continue
-    where = f"{path}:{reader.line_num}"
+    where = f"{path}:{start}"
     if len(row) != len(header):
       raise DataError(f"{where}: {len(row)} columns, the header has {len(header)}. Fix: check "
                       f"the delimiter (config.data.format={opts.format!r}) and quoting.")

@@ -141,9 +141,10 @@ def _upstream_splits(d) -> list[str]:
 class JaxlmLocalText(tfds.core.GeneratorBasedBuilder):
   """Local files (or a cleaned tfds dataset) as a tfds dataset with train/validation splits."""
 
-  VERSION = tfds.core.Version("1.1.0")
+  VERSION = tfds.core.Version("1.2.0")
   RELEASE_NOTES = {"1.0.0": "Plain text; split by document hash or by tail.",
-                   "1.1.0": "jsonl/tsv/csv/parallel, labels, targets, eval files, cleaning."}
+                   "1.1.0": "jsonl/tsv/csv/parallel, labels, targets, eval files, cleaning.",
+                   "1.2.0": "CRLF/CR line endings read as LF; UTF-16/32 with a BOM decoded."}
   BUILDER_CONFIGS: list = []
 
   def _info(self) -> tfds.core.DatasetInfo:
