@@ -29,6 +29,8 @@ flags.DEFINE_string("coordinator_address", None,
                     "host:port of process 0 (multi-process; or $JAX_COORDINATOR_ADDRESS).")
 flags.DEFINE_integer("num_processes", None, "Number of processes (or $JAX_NUM_PROCESSES).")
 flags.DEFINE_integer("process_id", None, "This process's index (or $JAX_PROCESS_ID).")
+flags.DEFINE_enum("distributed", "auto", distributed.MODES, "auto: join a detected cluster "
+                  "(SLURM, Open MPI, TPU pod, k8s); on: require a job; off: one process.")
 flags.DEFINE_integer("distributed_timeout", 300,
                      "Seconds to wait for the coordinator and the other processes.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -53,10 +55,8 @@ def main(argv) -> None:
   logging.get_absl_handler().addFilter(_QuietLibraries())
   sharding.use_cpu_devices(FLAGS.config.get("cpu_devices", 0))
   try:
-    multi = distributed.settings(FLAGS.coordinator_address, FLAGS.num_processes,
-                                 FLAGS.process_id)
-    if multi:
-      distributed.initialize(*multi, timeout_s=FLAGS.distributed_timeout)
+    distributed.join(FLAGS.distributed, FLAGS.coordinator_address, FLAGS.num_processes,
+                     FLAGS.process_id, timeout_s=FLAGS.distributed_timeout)
   except distributed.DistributedError as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
@@ -66,6 +66,8 @@ def main(argv) -> None:
                jax.process_count(), jax.device_count())
   mode = FLAGS.mode or FLAGS.config.mode
   try:
+    distributed.check_same_run(FLAGS.config, {"workdir": FLAGS.workdir, "mode": mode,
+                                              "step": FLAGS.step, "split": FLAGS.split})
     if mode == "eval":
       print(evaluate.format_result(evaluate.evaluate_checkpoint(
           FLAGS.config, FLAGS.workdir, FLAGS.step or None, FLAGS.split or None)))
