@@ -100,11 +100,7 @@ def plan(mode: str, address: str | None, num_processes: int | None, process_id: 
           "cluster's launcher (srun, mpirun, a TPU pod slice, a JobSet), give the three flags on "
           "every process, or use --distributed=auto.")
     return Plan("flags", *multi) if multi else None
-  address = address or os.environ.get(ENV_ADDRESS) or None
-  if num_processes is None and os.environ.get(ENV_NUM):
-    num_processes = int(os.environ[ENV_NUM])
-  if process_id is None and os.environ.get(ENV_ID):
-    process_id = int(os.environ[ENV_ID])
+  address, num_processes, process_id = _explicit(address, num_processes, process_id)
   try:
     if num_processes is None:
       num_processes = int(env.get_process_count())
@@ -140,14 +136,21 @@ def join(mode: str, address: str | None, num_processes: int | None, process_id: 
   return p
 
 
-def settings(address: str | None, num_processes: int | None,
-             process_id: int | None) -> tuple[str, int, int] | None:
-  """Flags, else the environment: (address, num_processes, process_id), or None (one process)."""
+def _explicit(address: str | None, num_processes: int | None,
+              process_id: int | None) -> tuple[str | None, int | None, int | None]:
+  """Each value from its flag, else its `JAX_*` variable, else None."""
   address = address or os.environ.get(ENV_ADDRESS) or None
   if num_processes is None and os.environ.get(ENV_NUM):
     num_processes = int(os.environ[ENV_NUM])
   if process_id is None and os.environ.get(ENV_ID):
     process_id = int(os.environ[ENV_ID])
+  return address, num_processes, process_id
+
+
+def settings(address: str | None, num_processes: int | None,
+             process_id: int | None) -> tuple[str, int, int] | None:
+  """Flags, else the environment: (address, num_processes, process_id), or None (one process)."""
+  address, num_processes, process_id = _explicit(address, num_processes, process_id)
   if address is None and num_processes is None:
     return None
   missing = [n for n, v in (("--coordinator_address", address), ("--num_processes", num_processes),

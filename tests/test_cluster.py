@@ -81,6 +81,9 @@ def test_slurm_environment_is_read(no_cluster, monkeypatch):
   # Explicit flags win over what the cluster says.
   assert distributed.plan("auto", "10.1.2.3:999", None, 3) == Plan("slurm", "10.1.2.3:999", 4, 3)
   assert distributed.plan("off", None, None, None) is None  # The override: one process.
+  monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.9.9.9:555")  # JAX_* variables win too.
+  assert distributed.plan("auto", None, None, None) == Plan("slurm", "10.9.9.9:555", 4, 2)
+  monkeypatch.delenv("JAX_COORDINATOR_ADDRESS")
   monkeypatch.setenv("SLURM_NTASKS", "1")  # salloc + one task: nothing to join, no waiting.
   monkeypatch.setenv("SLURM_PROCID", "0")
   assert distributed.plan("auto", None, None, None) is None
