@@ -21,7 +21,7 @@ import jax
 from absl import app, flags, logging
 
 from jaxlm import checkpoint as ckpt_lib
-from jaxlm import finetune, train
+from jaxlm import evaluation, finetune, train
 
 
 def _checkpointer(workdir: str, step: str | int | None) -> tuple[ckpt_lib.Checkpointer, int,
@@ -76,12 +76,14 @@ def evaluate_checkpoint(config, workdir: str, step: str | int | None = None,
     state, _, _ = ck.restore(chosen, run.abstract_state)
   finally:
     ck.close()
-  if task == "lm":
-    result = train.evaluate(run, state.params, run.jit_eval_step(), split=split)
+  if task == "lm":  # The very function the training loop evaluates with.
+    result = evaluation.evaluate(run, state.params, split=split)
+    how = {"eval_path": evaluation.EVAL_PATH, "state_handling": evaluation.state_handling(run)}
   else:
     result = finetune.evaluate_task(run, state.params, run.jit_task_eval_step(), split)
+    how = {"eval_path": "jaxlm.finetune.evaluate_task", "state_handling": "stateless"}
   out = {"split": split, "step": chosen, "checkpoint": which, "task": task,
-         "family": config.model.family, **result}
+         "family": config.model.family, **how, **result}
   path = os.path.join(workdir, f"eval_{split}_{chosen}.json")
   if jax.process_index() == 0:
     with open(path, "w") as f:
@@ -108,7 +110,7 @@ def _evaluate_ngram(config, workdir: str, split: str) -> dict:
   result = ngram_run.evaluate(lm, ngram_run.tokenized_docs(config.data, split, tok),
                               np.asarray(tok.token_bytes()))
   out = {"split": split, "step": 0, "checkpoint": "latest", "task": "lm", "family": "ngram",
-         **result}
+         "eval_path": "jaxlm.ngram_run.evaluate", "state_handling": "per_document", **result}
   with open(os.path.join(workdir, f"eval_{split}_0.json"), "w") as f:
     json.dump(out, f, indent=1)
   return out

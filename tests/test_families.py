@@ -228,12 +228,12 @@ def test_family_sharded_step_matches_single_device(text_file, data_dir, family, 
 
 
 def test_recurrent_eval_deals_windows_into_contiguous_lanes(text_file, data_dir):
-  from jaxlm import recurrent_eval
+  from jaxlm import evaluation
   c = tiny_config(text_file, data_dir, **{"model.family": "lstm", "model.carry_state": True,
                                           "data.batch_size": 4})
   run = train.Run(c, None, devices=jax.devices()[:1])
   batches = pipeline.eval_batches(c.data, run.tokenizer)
-  dealt = recurrent_eval.deal_into_lanes(batches, 4)
+  dealt = evaluation.deal_into_lanes(batches, 4)
   windows = np.concatenate([b["tokens"] for b in batches])
   real = windows[windows.any(axis=1)]
   got = np.concatenate([b["tokens"] for b in dealt])
@@ -242,7 +242,9 @@ def test_recurrent_eval_deals_windows_into_contiguous_lanes(text_file, data_dir)
     live = b1["tokens"].any(axis=1) & (b1["tokens"][:, 0] != 0)
     np.testing.assert_array_equal(b0["tokens"][live, -1], b1["tokens"][live, 0])
   state = run.init_state()
-  carried = recurrent_eval.evaluate(run, state.params)
-  plain = train.evaluate(run, state.params, run.jit_eval_step())
+  carried = evaluation.evaluate(run, state.params)
+  plain = evaluation.evaluate(train.Run(tiny_config(text_file, data_dir, **{
+      "model.family": "lstm", "data.batch_size": 4}), None, devices=jax.devices()[:1]),
+      state.params)
   assert carried["tokens"] == plain["tokens"]  # Same targets, counted once.
   assert abs(carried["loss"] - plain["loss"]) < 0.05  # Untrained: both near uniform.
