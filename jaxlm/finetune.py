@@ -68,7 +68,7 @@ def validate_task(c) -> None:
                       f"{tuple(BEST_METRICS)}. Fix: pick one.")
   if not 0 < f.layer_lr_decay <= 1:
     raise ConfigError(f"config.finetune.layer_lr_decay={f.layer_lr_decay}: use 0 < decay <= 1.")
-  if f.layer_lr_decay != 1 and c.model.get("scan_layers", False):
+  if f.layer_lr_decay != 1 and c.model.scan_layers:
     raise ConfigError("config.finetune.layer_lr_decay needs one parameter set per layer. Fix: "
                       "--config.model.scan_layers=False.")
   if c.optimizer.grad_accum_steps != 1:

@@ -133,4 +133,4 @@ def for_config(config, vocab_size: int) -> Objective:
     return Objective(name)
   mlm = config.mlm
   return Objective(name, vocab_size, float(mlm.fraction), float(mlm.mask_prob),
-                   float(mlm.random_prob), bool(config.model.get("type_vocab_size", 0)))
+                   float(mlm.random_prob), bool(config.model.type_vocab_size))

@@ -23,6 +23,7 @@ from jaxlm import checkpoint as ckpt_lib
 from jaxlm import config as config_lib
 from jaxlm import faults, generate, resilience
 from jaxlm.data import lanes, pipeline, shards
+from jaxlm.errors import TrainingError
 from jaxlm.evaluation import evaluate, summarize
 from jaxlm.metric_writer import MetricWriter
 from jaxlm.run import INIT_COMPILER_OPTIONS, Run, flops_per_token
@@ -32,10 +33,6 @@ from jaxlm.steps import TrainState, eval_step, loss_and_metrics, model_inputs, t
 __all__ = ["INIT_COMPILER_OPTIONS", "Run", "TrainState", "TrainingError", "eval_step",
            "evaluate", "flops_per_token", "loss_and_metrics", "model_inputs", "summarize",
            "train_and_evaluate", "train_step"]
-
-
-class TrainingError(RuntimeError):
-  """The run cannot continue (e.g. a non-finite loss); the message says where and why."""
 
 
 # ----------------------------------------------------------------------------- loop
@@ -112,7 +109,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   tokens_per_step = config.data.batch_size * config.data.seq_len
   peak = run.total_peak_flops(config.peak_flops_per_device)
   num_steps = config.num_train_steps
-  end = min(num_steps, config.get("stop_after_steps") or num_steps)  # Sweeps pause runs early.
+  end = min(num_steps, config.stop_after_steps or num_steps)  # Sweeps pause runs early.
   last_eval: dict = {}
   interval_losses: list = []
   pending = None  # (step, metrics on device) of the previous step.
@@ -120,8 +117,8 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   t_start = time.time()
   data_state = train_iter.get_state()
   fault_plan = faults.planned()
-  nan_guard = resilience.NanGuard(config.get("nan_policy", "stop"),
-                                  config.get("nan_max_retries", 5),
+  nan_guard = resilience.NanGuard(config.nan_policy,
+                                  config.nan_max_retries,
                                   functools.partial(_rollback, checkpointer, run), TrainingError)
   preempt, preempted = resilience.Preemption(), None
   try:
