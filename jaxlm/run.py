@@ -11,6 +11,7 @@ import functools
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import config as config_lib
@@ -141,6 +142,20 @@ class Run:
                      out_shardings={**{k: rep for k in SUM_KEYS}, "carry": carry})
     return jax.jit(step, in_shardings=(self.state_shardings.params, self.batch_sharding),
                    out_shardings=rep)
+
+  def resume(self, checkpointer, train_iter) -> tuple[TrainState, dict]:
+    """(state, meta) of the newest good checkpoint, else (initial state, {}): one policy for
+    every loop. A corrupt latest step is reported, quarantined and the previous one used
+    (`Checkpointer.restore_latest`); an incompatible one (config/tokenizer) stops the run."""
+    restored = checkpointer.restore_latest(self.abstract_state, lambda meta: ckpt_lib.
+                                           check_compatible(meta, self.config,
+                                                            self.tokenizer.identity()))
+    if restored is None:
+      return self.init_state(), {}
+    step, state, data_state = restored
+    train_iter.set_state(data_state)
+    logging.info("Resumed from step %d in %s", step, checkpointer.directory)
+    return state, checkpointer.restore_meta(step)
 
   def to_global(self, local_batch: dict) -> dict:
     """This process's rows -> one global array per key, sharded over the batch axes."""

@@ -92,14 +92,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   else:
     train_iter = shards.ShardedIterator(config.data, run.tokenizer, config.seed,
                                         jax.process_index(), jax.process_count())
-  restored = checkpointer.restore_latest(run.abstract_state, lambda meta: ckpt_lib.
-                                         check_compatible(meta, config, run.tokenizer.identity()))
-  if restored is not None:
-    latest, state, data_state = restored
-    train_iter.set_state(data_state)
-    logging.info("Resumed from step %d in %s", latest, checkpointer.directory)
-  else:
-    state = run.init_state()
+  state, _ = run.resume(checkpointer, train_iter)
   start = int(jax.device_get(state.step))
 
   writer = MetricWriter(workdir, enabled=is_main)
