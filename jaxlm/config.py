@@ -217,17 +217,8 @@ def mesh_shape(shape, num_devices: int) -> tuple[int, ...]:
 
 def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int = 1) -> None:
   """Checks what can be checked before data or model are built."""
-  for f in ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
-    if int(c[f]) <= 0:
-      _fail(f, f"is {c[f]}.", "use a positive integer.")
-  if c.keep_checkpoints < 1:
-    _fail("keep_checkpoints", f"is {c.keep_checkpoints}.", "keep at least 1 (2+ recommended).")
-  d, m, o = c.data, c.model, c.optimizer
-  if d.seq_len <= 0:
-    _fail("data.seq_len", f"is {d.seq_len}.", "use a positive length.")
-  if m.max_len and d.seq_len > m.max_len and m.position in ("learned", "sinusoidal"):
-    _fail("data.seq_len", f"{d.seq_len} is longer than the position table "
-          f"(model.max_len={m.max_len}).", f"set model.max_len >= {d.seq_len} or shorten seq_len.")
+  validate_fields(c)
+  d, o = c.data, c.optimizer
   shape = mesh_shape(c.mesh.shape, num_devices)
   batch_axes = shape[0] * shape[1]
   if d.batch_size <= 0 or d.batch_size % batch_axes:
@@ -243,6 +234,32 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int 
   if accum < 1 or d.batch_size % accum or (d.batch_size // accum) % batch_axes:
     _fail("optimizer.grad_accum_steps", f"{accum} does not split batch {d.batch_size} into "
           f"microbatches divisible by {batch_axes}.", "choose a divisor of batch_size/(data*fsdp).")
+
+
+def validate_fields(c: ml_collections.ConfigDict) -> None:
+  """The checks that need no devices (run first by `jaxlm.main`, before JAX starts)."""
+  for f in ("num_train_steps", "log_every_steps", "eval_every_steps", "checkpoint_every_steps"):
+    if int(c[f]) <= 0:
+      _fail(f, f"is {c[f]}.", "use a positive integer.")
+  if c.keep_checkpoints < 1:
+    _fail("keep_checkpoints", f"is {c.keep_checkpoints}.", "keep at least 1 (2+ recommended).")
+  d, m, o = c.data, c.model, c.optimizer
+  if d.seq_len <= 0:
+    _fail("data.seq_len", f"is {d.seq_len}.", "use a positive length.")
+  if m.max_len and d.seq_len > m.max_len and m.position in ("learned", "sinusoidal"):
+    _fail("data.seq_len", f"{d.seq_len} is longer than the position table "
+          f"(model.max_len={m.max_len}).", f"set model.max_len >= {d.seq_len} or shorten seq_len.")
+  if c.cpu_devices < 0:
+    _fail("cpu_devices", f"is {c.cpu_devices}.", "use 0 (JAX default) or a positive count.")
+  for f in ("num_layers", "num_heads", "emb_dim", "mlp_dim"):
+    if int(m[f]) <= 0:
+      _fail(f"model.{f}", f"is {m[f]}.", "use a positive integer.")
+  for f in ("num_kv_heads", "head_dim", "lstm_hidden_dim"):
+    if int(m[f]) < 0:
+      _fail(f"model.{f}", f"is {m[f]}.", "use 0 (the default) or a positive integer.")
+  for f in ("dropout", "attention_dropout"):
+    if not 0.0 <= m[f] < 1.0:
+      _fail(f"model.{f}", f"is {m[f]}.", "use a probability in [0, 1).")
   if m.emb_dim % m.num_heads and not m.head_dim:
     _fail("model.emb_dim", f"{m.emb_dim} is not divisible by num_heads={m.num_heads}.",
           "change one of them or set model.head_dim.")
@@ -250,7 +267,7 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int 
   if m.num_heads % kv:
     _fail("model.num_kv_heads", f"{kv} does not divide num_heads={m.num_heads}.",
           "use a divisor of num_heads (1 = multi-query).")
-  if m.get("fused_qkv") and kv != m.num_heads:
+  if m.fused_qkv and kv != m.num_heads:
     _fail("model.fused_qkv", f"needs multi-head attention, but num_kv_heads={kv} and "
           f"num_heads={m.num_heads}.", "set model.fused_qkv=False for GQA/MQA.")
   choices = {
@@ -288,7 +305,7 @@ def _validate_families(c: ml_collections.ConfigDict) -> None:
             " exceeds 1.", "make the two sum to at most 1 (the rest keep their token).")
     if m.family == "bert" and c.mlm.fraction <= 0:
       _fail("mlm.fraction", "is 0: no token would be predicted.", "use e.g. 0.15.")
-  if m.get("carry_state", False):
+  if m.carry_state:
     if m.family != "lstm":
       _fail("model.carry_state", f"only applies to family 'lstm', not {m.family!r}.",
             "set model.carry_state=False.")

@@ -18,10 +18,15 @@ import os
 import sys
 
 import jax
+import numpy as np
 from absl import app, flags, logging
 
 from jaxlm import checkpoint as ckpt_lib
-from jaxlm import finetune, train
+from jaxlm import evaluation, finetune, ngram_run, train
+from jaxlm.data import tokenizers as tok_lib
+from jaxlm.errors import USER_ERRORS
+from jaxlm.metrics import format_classification_report
+from jaxlm.ngram import KneserNeyLM
 
 
 def _checkpointer(workdir: str, step: str | int | None) -> tuple[ckpt_lib.Checkpointer, int,
@@ -76,12 +81,14 @@ def evaluate_checkpoint(config, workdir: str, step: str | int | None = None,
     state, _, _ = ck.restore(chosen, run.abstract_state)
   finally:
     ck.close()
-  if task == "lm":
-    result = train.evaluate(run, state.params, run.jit_eval_step(), split=split)
+  if task == "lm":  # The very function the training loop evaluates with.
+    result = evaluation.evaluate(run, state.params, split=split)
+    how = {"eval_path": evaluation.EVAL_PATH, "state_handling": evaluation.state_handling(run)}
   else:
     result = finetune.evaluate_task(run, state.params, run.jit_task_eval_step(), split)
+    how = {"eval_path": "jaxlm.finetune.evaluate_task", "state_handling": "stateless"}
   out = {"split": split, "step": chosen, "checkpoint": which, "task": task,
-         "family": config.model.family, **result}
+         "family": config.model.family, **how, **result}
   path = os.path.join(workdir, f"eval_{split}_{chosen}.json")
   if jax.process_index() == 0:
     with open(path, "w") as f:
@@ -93,12 +100,6 @@ def evaluate_checkpoint(config, workdir: str, step: str | int | None = None,
 
 def _evaluate_ngram(config, workdir: str, split: str) -> dict:
   """The fitted n-gram model of `workdir` (no steps: it is fitted once) on `split`."""
-  import numpy as np
-
-  from jaxlm import ngram_run
-  from jaxlm.data import tokenizers as tok_lib
-  from jaxlm.ngram import KneserNeyLM
-
   path = os.path.join(workdir, ngram_run.MODEL_FILE)
   if not os.path.isfile(path):
     raise ckpt_lib.CheckpointError(f"No fitted n-gram model at {path}. Fix: run --mode=train "
@@ -108,7 +109,7 @@ def _evaluate_ngram(config, workdir: str, split: str) -> dict:
   result = ngram_run.evaluate(lm, ngram_run.tokenized_docs(config.data, split, tok),
                               np.asarray(tok.token_bytes()))
   out = {"split": split, "step": 0, "checkpoint": "latest", "task": "lm", "family": "ngram",
-         **result}
+         "eval_path": "jaxlm.ngram_run.evaluate", "state_handling": "per_document", **result}
   with open(os.path.join(workdir, f"eval_{split}_0.json"), "w") as f:
     json.dump(out, f, indent=1)
   return out
@@ -116,33 +117,31 @@ def _evaluate_ngram(config, workdir: str, split: str) -> dict:
 
 def format_result(out: dict) -> str:
   """Human-readable eval result: the headline numbers and, for classification, the table."""
-  from jaxlm import metrics as metrics_lib
-
   lines = [f"{out['task']} eval of step {out['step']} ({out['checkpoint']}) on {out['split']}:"]
+  if "eval_path" in out:
+    lines.append(f"  evaluated by {out['eval_path']} (state: {out['state_handling']})")
   for k in ("loss", "ppl", "bpb", "accuracy", "macro_f1", "micro_f1", "f1", "bleu", "chrf",
             "tokens", "num_examples", "generated"):
     if k in out:
       lines.append(f"  {k:>12}: {out[k]:.4f}" if isinstance(out[k], float)
                    else f"  {k:>12}: {out[k]}")
   if "per_class" in out:
-    lines.append(metrics_lib.format_classification_report(out))
+    lines.append(format_classification_report(out))
   return "\n".join(lines)
 
 
 def main(argv) -> None:
   del argv
-  from jaxlm import main as main_lib
-
   try:
     out = evaluate_checkpoint(flags.FLAGS.config, flags.FLAGS.workdir, flags.FLAGS.step or None,
                               flags.FLAGS.split or None)
-  except main_lib.USER_ERRORS as e:
+  except USER_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   print(format_result(out))
 
 
-if __name__ == "__main__":
-  from jaxlm import main as _flags  # noqa: F401  (defines --config, --workdir, --step, --split)
+if __name__ == "__main__":  # Run as a script: --config, --workdir, --step, --split are main's.
+  from jaxlm import main as _flags  # noqa: F401
 
   app.run(main)

@@ -68,7 +68,7 @@ def validate_task(c) -> None:
                       f"{tuple(BEST_METRICS)}. Fix: pick one.")
   if not 0 < f.layer_lr_decay <= 1:
     raise ConfigError(f"config.finetune.layer_lr_decay={f.layer_lr_decay}: use 0 < decay <= 1.")
-  if f.layer_lr_decay != 1 and c.model.get("scan_layers", False):
+  if f.layer_lr_decay != 1 and c.model.scan_layers:
     raise ConfigError("config.finetune.layer_lr_decay needs one parameter set per layer. Fix: "
                       "--config.model.scan_layers=False.")
   if c.optimizer.grad_accum_steps != 1:
@@ -311,8 +311,9 @@ def evaluate_task(run: TaskRun, params, eval_step_fn, split: str, generate: int 
                                                len(run.class_names), run.class_names)
     result.update(report)
     return result
-  result.update({"ppl": float(np.exp(min(result["loss"], 700.0))),
-                 "token_accuracy": totals["correct_sum"] / w, "tokens": totals["weight_sum"]})
+  lm = metrics_lib.lm_metrics(totals["loss_sum"], w, num_correct=totals["correct_sum"])
+  result.update({"ppl": lm["ppl"], "token_accuracy": lm["accuracy"],
+                 "tokens": totals["weight_sum"]})
   if generate != 0:
     src, tgt = run.raw(split)
     n = len(src) if generate < 0 else min(generate, len(src))
@@ -351,16 +352,8 @@ def train_task(config, workdir: str, devices=None) -> dict:
   best_ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "best"), 1)
   sign = BEST_METRICS[f.best_metric]
   best = {"value": None, "step": None, "bad_evals": 0}
-  latest = checkpointer.latest_step()
-  if latest is not None:
-    meta = checkpointer.restore_meta(latest)
-    ckpt_lib.check_compatible(meta, config, run.tokenizer.identity())
-    state, data_state, meta = checkpointer.restore(latest, run.abstract_state)
-    it.set_state(data_state)
-    best = meta.get("best", best)
-    logging.info("Resumed from step %d in %s", latest, checkpointer.directory)
-  else:
-    state = run.init_state()
+  state, meta = run.resume(checkpointer, it)  # The LM loop's policy: corrupt latest -> previous.
+  best = meta.get("best", best)
   train_fn, eval_fn = run.jit_task_train_step(), run.jit_task_eval_step()
   writer = MetricWriter(workdir, enabled=is_main)
   cache: dict = {}
@@ -398,6 +391,8 @@ def train_task(config, workdir: str, devices=None) -> dict:
           value = ev.get(f.best_metric)
           if value is not None and (best["value"] is None or sign * value > sign * best["value"]):
             best = {"value": float(value), "step": done, "bad_evals": 0}
+            if done in best_ckpt.all_steps():  # Left by a run resumed from an earlier step.
+              best_ckpt.manager.delete(done)
             best_ckpt.save(done, state, it.get_state(), {**run.meta(), "metrics": last_eval})
           else:
             best["bad_evals"] += 1

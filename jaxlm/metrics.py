@@ -27,26 +27,34 @@ _MAX_LOG_PPL = 700.0
 # ----------------------------------------------------------------------------
 
 
-def lm_metrics(sum_nll: float, num_tokens: int, num_bytes: int | None = None) -> dict[str, float]:
+def lm_metrics(sum_nll: float, num_tokens: float, num_bytes: float | None = None,
+               num_correct: float | None = None) -> dict[str, float]:
   """Loss (nats/token), perplexity and, given the byte count, bits per byte.
+
+  The one place these are computed: every family's training eval, eval mode and the
+  n-gram run report what this returns (with `num_correct`: also accuracy and tokens).
 
   Args:
     sum_nll: summed negative log-likelihood in nats over all scored tokens.
-    num_tokens: number of scored tokens (padding excluded).
+    num_tokens: number of scored tokens (padding excluded; a sum of 0/1 weights).
     num_bytes: UTF-8 bytes of the text those tokens stand for. Bits per byte
       is the tokenizer-independent number to compare models with different
       vocabularies; it is only reported when `num_bytes > 0`.
   """
   sum_nll = float(np.asarray(sum_nll))
-  num_tokens = int(np.asarray(num_tokens))
+  num_tokens = float(np.asarray(num_tokens))
   if num_tokens <= 0:
-    raise ValueError(f"num_tokens must be positive, got {num_tokens}")
+    raise ValueError(f"num_tokens must be positive, got {num_tokens}: nothing was scored. Fix: "
+                     "check that the eval split is not empty.")
   loss = sum_nll / num_tokens
   out = {"loss": loss, "ppl": perplexity(loss)}
   if num_bytes is not None:
-    num_bytes = int(np.asarray(num_bytes))
+    num_bytes = float(np.asarray(num_bytes))
     if num_bytes > 0:
       out["bpb"] = sum_nll / (math.log(2) * num_bytes)
+  if num_correct is not None:
+    out["accuracy"] = float(np.asarray(num_correct)) / num_tokens
+    out["tokens"] = num_tokens
   return out
 
 

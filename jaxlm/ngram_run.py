@@ -16,7 +16,6 @@ workdir loads it instead of refitting (resume), after checking order and tokeniz
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 
@@ -24,6 +23,7 @@ import numpy as np
 from absl import logging
 
 from jaxlm import config as config_lib
+from jaxlm import metrics as metrics_lib
 from jaxlm.checkpoint import CheckpointError, flat_config
 from jaxlm.data import sources
 from jaxlm.data import tokenizers as tok_lib
@@ -45,8 +45,8 @@ def evaluate(lm: KneserNeyLM, docs, token_bytes: np.ndarray) -> dict[str, float]
   ev = lm.evaluate(docs)
   num = ev["num_tokens"]
   nbytes = sum(int(token_bytes[doc].sum()) + int(token_bytes[tok_lib.EOS_ID]) for doc in docs)
-  return {"loss": ev["loss"], "ppl": ev["ppl"], "tokens": float(num),
-          "bpb": ev["loss"] * num / (math.log(2) * max(nbytes, 1))}
+  out = metrics_lib.lm_metrics(ev["loss"] * num, num, max(nbytes, 1))
+  return {"loss": out["loss"], "ppl": out["ppl"], "tokens": float(num), "bpb": out["bpb"]}
 
 
 def _load_or_fit(config, workdir: str, tok: tok_lib.Tokenizer) -> KneserNeyLM:

@@ -12,7 +12,11 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxlm.data.tokenizers import MASK_ID, NUM_SPECIAL, PAD_ID
+from jaxlm.data.tokenizers import BOS_ID, CLS_ID, EOS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_ID
+
+# Never selected for masked-LM prediction (as in BERT): structure, not text. <unk> stands
+# for a word and stays a candidate.
+UNMASKABLE = (PAD_ID, BOS_ID, EOS_ID, MASK_ID, CLS_ID, SEP_ID)
 
 
 def split_window(batch: dict) -> dict:
@@ -45,14 +49,16 @@ def cross_entropy_sums(logits_BLV: jax.Array, targets_BL: jax.Array,
 
 def mask_tokens(rng, tokens_BL: jax.Array, vocab_size: int, fraction: float = 0.15,
                 mask_prob: float = 0.8, random_prob: float = 0.1) -> tuple[jax.Array, jax.Array]:
-  """BERT corruption: (inputs, selected). Each non-pad token is selected with `fraction`;
+  """BERT corruption: (inputs, selected). Each text token is selected with `fraction`;
 
-  a selected token becomes <mask> with `mask_prob`, a random non-special token with
+  special tokens (`UNMASKABLE`: pad, <bos>, <eos>, <mask>, <cls>, <sep>) never are. A
+  selected token becomes <mask> with `mask_prob`, a random non-special token with
   `random_prob`, and stays itself otherwise. The loss is taken on `selected` only.
   """
   k_sel, k_kind, k_rand = jax.random.split(rng, 3)
   shape = tokens_BL.shape
-  selected_BL = (jax.random.uniform(k_sel, shape) < fraction) & (tokens_BL != PAD_ID)
+  maskable_BL = ~jnp.isin(tokens_BL, jnp.asarray(UNMASKABLE, tokens_BL.dtype))
+  selected_BL = (jax.random.uniform(k_sel, shape) < fraction) & maskable_BL
   u_BL = jax.random.uniform(k_kind, shape)
   random_BL = jax.random.randint(k_rand, shape, NUM_SPECIAL, max(vocab_size, NUM_SPECIAL + 1))
   inputs_BL = jnp.where(selected_BL & (u_BL < mask_prob), MASK_ID, tokens_BL)
@@ -127,4 +133,4 @@ def for_config(config, vocab_size: int) -> Objective:
     return Objective(name)
   mlm = config.mlm
   return Objective(name, vocab_size, float(mlm.fraction), float(mlm.mask_prob),
-                   float(mlm.random_prob), bool(config.model.get("type_vocab_size", 0)))
+                   float(mlm.random_prob), bool(config.model.type_vocab_size))

@@ -22,6 +22,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlm import evaluation, inference
+from jaxlm.run import Run
+
 # Axes (counted from the end) that are reduced to one scale, by parameter role.
 # Attention q/k/v kernels are [D, H, E] (fused: [D, 3, H, E]), the output [H, E, D],
 # dense [in, out], tables [rows, D]. A leading axis (scanned layers) is kept, so each layer
@@ -132,21 +135,19 @@ def load(path: str) -> dict:
 
 def report(workdir: str, out_dir: str | None = None, eval_batches: int = -1) -> dict:
   """Quantizes `workdir`'s latest params, saves them, compares size and eval perplexity."""
-  from jaxlm import inference, train
-
   m = inference.load_for_inference(workdir)
   out_dir = out_dir or os.path.join(workdir, "int8")
   qparams = quantize_params(m.params)
   int8_bytes = save(qparams, os.path.join(out_dir, SAFETENSORS_FILE))
   fp_bytes = save(m.params, os.path.join(out_dir, "float_params.safetensors"))
   os.remove(os.path.join(out_dir, "float_params.safetensors"))
-  run = train.Run(m.config, workdir)
+  run = Run(m.config, workdir)
   eval_fn = run.jit_eval_step()
   put = lambda p: jax.device_put(p, run.state_shardings.params)
   t = time.time()
-  ev_float = train.evaluate(run, put(m.params), eval_fn, max_batches=eval_batches)
-  ev_int8 = train.evaluate(run, put(jax.jit(dequantize)(qparams)), eval_fn,
-                           max_batches=eval_batches)
+  ev_float = evaluation.evaluate(run, put(m.params), eval_fn, max_batches=eval_batches)
+  ev_int8 = evaluation.evaluate(run, put(jax.jit(dequantize)(qparams)), eval_fn,
+                                max_batches=eval_batches)
   rep = {
       "workdir": os.path.abspath(workdir), "step": m.step, "split": m.config.data.eval_split,
       "eval_tokens": ev_float["tokens"], "float_bytes": fp_bytes, "int8_bytes": int8_bytes,

@@ -45,6 +45,15 @@ def test_config_loads_validates_and_builds(path):
     ("optimizer.learning_rate", -1.0, "optimizer.learning_rate"),
     ("optimizer.grad_accum_steps", 3, "optimizer.grad_accum_steps"),
     ("num_train_steps", 0, "num_train_steps"),
+    # Issue #17 item 9: each of these crashed inside validate or reached JAX (or was accepted).
+    ("model.num_heads", 0, "model.num_heads"),
+    ("model.num_heads", -2, "model.num_heads"),
+    ("model.emb_dim", 0, "model.emb_dim"),
+    ("model.dropout", 1.5, "model.dropout"),
+    ("model.attention_dropout", -0.1, "model.attention_dropout"),
+    ("model.num_layers", 0, "model.num_layers"),
+    ("model.num_kv_heads", -1, "model.num_kv_heads"),
+    ("cpu_devices", -1, "cpu_devices"),
 ])
 def test_bad_values_name_the_field(field, value, match):
   c = config_lib.base_config()
@@ -66,3 +75,14 @@ def test_seq_len_longer_than_position_table():
 
 def test_mesh_minus_one_takes_remaining_devices():
   assert config_lib.mesh_shape((-1, 2, 1), 8) == (4, 2, 1)
+
+
+def test_cli_rejects_bad_cpu_devices_before_any_work(tmp_path):
+  """`cpu_devices=-1` is refused with the field and the fix before JAX starts or files appear."""
+  from conftest import run_cli
+  wd = tmp_path / "w"
+  r = run_cli(["--config=configs/default.py:smoke", f"--workdir={wd}", "--config.cpu_devices=-1"])
+  assert r.returncode == 1, r.stderr[-2000:]
+  assert "config.cpu_devices" in r.stderr and "Fix:" in r.stderr
+  assert "Traceback" not in r.stderr
+  assert not wd.exists()

@@ -228,12 +228,12 @@ def test_family_sharded_step_matches_single_device(text_file, data_dir, family, 
 
 
 def test_recurrent_eval_deals_windows_into_contiguous_lanes(text_file, data_dir):
-  from jaxlm import recurrent_eval
+  from jaxlm import evaluation
   c = tiny_config(text_file, data_dir, **{"model.family": "lstm", "model.carry_state": True,
                                           "data.batch_size": 4})
   run = train.Run(c, None, devices=jax.devices()[:1])
   batches = pipeline.eval_batches(c.data, run.tokenizer)
-  dealt = recurrent_eval.deal_into_lanes(batches, 4)
+  dealt = evaluation.deal_into_lanes(batches, 4)
   windows = np.concatenate([b["tokens"] for b in batches])
   real = windows[windows.any(axis=1)]
   got = np.concatenate([b["tokens"] for b in dealt])
@@ -242,7 +242,30 @@ def test_recurrent_eval_deals_windows_into_contiguous_lanes(text_file, data_dir)
     live = b1["tokens"].any(axis=1) & (b1["tokens"][:, 0] != 0)
     np.testing.assert_array_equal(b0["tokens"][live, -1], b1["tokens"][live, 0])
   state = run.init_state()
-  carried = recurrent_eval.evaluate(run, state.params)
-  plain = train.evaluate(run, state.params, run.jit_eval_step())
+  carried = evaluation.evaluate(run, state.params)
+  plain = evaluation.evaluate(train.Run(tiny_config(text_file, data_dir, **{
+      "model.family": "lstm", "data.batch_size": 4}), None, devices=jax.devices()[:1]),
+      state.params)
   assert carried["tokens"] == plain["tokens"]  # Same targets, counted once.
   assert abs(carried["loss"] - plain["loss"]) < 0.05  # Untrained: both near uniform.
+
+
+def test_mlm_never_masks_special_tokens():
+  """Issue #14 item 4: <eos>, <cls>, <sep>, <bos>, <mask> and pad are never selected, even with
+  fraction=1 (on the old code every non-pad token, <eos> included, was a candidate)."""
+  from jaxlm.data.tokenizers import BOS_ID, CLS_ID, EOS_ID, SEP_ID, UNK_ID
+  rng = np.random.default_rng(1)
+  tokens = rng.integers(NUM_SPECIAL, 60, (8, 65)).astype(np.int32)
+  special = (PAD_ID, BOS_ID, EOS_ID, MASK_ID, CLS_ID, SEP_ID)
+  where = rng.random(tokens.shape) < 0.3
+  tokens[where] = rng.choice(special, where.sum())
+  tokens[0, :4] = UNK_ID  # <unk> stands for a word: still a candidate.
+  _, selected = objectives.mask_tokens(jax.random.key(0), jnp.asarray(tokens), 60, fraction=1.0)
+  selected = np.asarray(selected)
+  assert not selected[np.isin(tokens, special)].any()
+  assert selected[~np.isin(tokens, special)].all()
+  obj = objectives.Objective("masked_lm", vocab_size=60, fraction=1.0)
+  batch = {"tokens": tokens, "segment_ids": np.ones_like(tokens),
+           "positions": np.tile(np.arange(65, dtype=np.int32), (8, 1))}
+  w = np.asarray(obj.inputs(batch, jax.random.key(0), False)["weights"])
+  assert w.sum() == (~np.isin(tokens[:, :-1], special)).sum()  # The loss sees text tokens only.

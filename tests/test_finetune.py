@@ -290,3 +290,32 @@ def test_real_sst2_dev_reads_with_labels(data_dir):
   c.data.path, c.data.eval_path, c.data.data_dir = dev, dev, data_dir
   texts, labels = tasks.read_split(c.data, "validation", "classify")
   assert len(texts) == 872 and set(labels) == {0, 1}  # GLUE SST-2 dev: 872 rows, 2 classes.
+
+
+def test_finetune_resume_falls_back_past_a_corrupt_latest_checkpoint(data_dir, tmp_path):
+  """Issue #17 item 5: truncate the largest file of the latest step of an sst2_finetune smoke
+  run; the rerun names it, quarantines it and resumes from the previous step (the LM loop's
+  policy, `Run.resume`), where it used to fail with a raw TensorStore traceback."""
+  import glob
+
+  from conftest import SHARED_DATA
+  from test_config import REPO, load
+
+  dev = os.path.join(SHARED_DATA, "sst2", "dev.tsv")
+  if not os.path.isfile(dev):
+    pytest.skip(f"real SST-2 not at {dev} (set JAXLM_SHARED_DATA)")
+  c = load(os.path.join(REPO, "configs", "sst2_finetune.py"), "smoke")
+  c.data.path, c.data.eval_path, c.data.data_dir = dev, dev, data_dir  # Small: 872 rows.
+  c.num_train_steps, c.eval_every_steps, c.checkpoint_every_steps = 4, 2, 2
+  wd = str(tmp_path / "ft")
+  finetune.train_task(c, wd)
+  step_dir = os.path.join(wd, "checkpoints", "4")
+  path = max((p for p in glob.glob(os.path.join(step_dir, "**", "*"), recursive=True)
+              if os.path.isfile(p)), key=os.path.getsize)
+  with open(path, "r+b") as f:
+    f.truncate(os.path.getsize(path) // 2)
+  c.num_train_steps = 6
+  out = finetune.train_task(c, wd)
+  assert out["step"] == 6
+  assert os.listdir(os.path.join(wd, "corrupt_checkpoints"))  # Step 4 moved aside, named.
+  assert ckpt_lib.Checkpointer(wd, 3, async_save=False).all_steps()[-1] == 6
