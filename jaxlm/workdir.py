@@ -198,8 +198,8 @@ def choose_step(steps: list[int], step: str | int | None, where) -> int:
     raise CheckpointError(f"--step={step!r}: give a step number, 'best' or nothing (the "
                           "latest).") from e
   if chosen not in steps:
-    raise CheckpointError(f"No checkpoint for step {chosen} in {where}; it has {steps}. Fix: "
-                          "pick one of those (or omit the step for the latest).")
+    raise CheckpointError(f"No checkpoint for step {chosen} in {where}; it has steps "
+                          f"{steps}. Fix: pick one of those (or omit the step for the latest).")
   return chosen
 
 
@@ -242,7 +242,8 @@ def acquire(workdir) -> epath.Path:
       raise CheckpointError(
           f"{lock.parent} is being trained by process {other['pid']} on this host "
           f"({lock}). Two trainers in one workdir would overwrite each other's checkpoints. "
-          "Fix: wait for it to finish (or stop it), or use another --workdir.")
+          "Fix: wait for it to finish (or stop it), or use another --workdir; if no trainer is "
+          f"running there, delete {lock}.")
   write_json(lock, me, indent=None)
   return lock
 
