@@ -8,23 +8,24 @@ run so that an incompatible resume is refused with a message, not a crash.
 What can go wrong on disk, and what happens:
   * Killed mid-write: orbax writes into `<step>.orbax-checkpoint-tmp` and renames
     it when complete, so a half-written step is never listed; it is deleted when
-    the next run starts.
+    the next training run starts (only by the process that owns the workdir's
+    training, `<workdir>/train.lock`; readers, `read_only=True`, never delete,
+    move or create anything, so a trainer's in-flight save is never destroyed).
   * A corrupt step (truncated or garbled file): orbax may read garbled array bytes
     without complaint, so every save records a fingerprint of each array (an
     order-independent integer hash, equal on any mesh) and a hash of the data
     state; a restore that raises or does not match is reported by name, moved to
-    `<workdir>/corrupt_checkpoints/` and the previous step is used instead.
+    `<workdir>/corrupt_checkpoints/` and the previous step is used instead. Readers
+    (`restore_params`) check the parameters' fingerprints the same way and fall back
+    to the previous intact step (or, for an explicit step, fail naming it).
   * A failed write (disk full, unwritable): a `CheckpointError` naming the step
     and the intact previous one.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
-import os
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -32,14 +33,11 @@ import orbax.checkpoint as ocp
 from absl import logging
 
 from jaxlm import distributed
+from jaxlm import workdir as wd_lib
+from jaxlm.workdir import TMP_SUFFIX, CheckpointError, flat_config  # noqa: F401  (re-exported)
 
 # Config fields that must match for a resume to be valid (others may change freely).
 RESUME_FIELDS = ("model", "data.seq_len", "data.tokenizer", "data.packing")
-TMP_SUFFIX = ".orbax-checkpoint-tmp"
-
-
-class CheckpointError(RuntimeError):
-  """A checkpoint that cannot be used; the message says why and what to do."""
 
 
 class _Corrupt(Exception):
@@ -47,25 +45,51 @@ class _Corrupt(Exception):
 
 
 class Checkpointer:
-  def __init__(self, workdir: str, keep: int = 3, async_save: bool = True):
-    self.workdir = os.path.abspath(workdir)
-    self.directory = os.path.join(self.workdir, "checkpoints")
+  """`<workdir>/checkpoints`. A writer (the trainer) owns the workdir: it takes
+  `train.lock` and deletes half-written steps of a killed run; `read_only=True` (every
+  reader) changes nothing on disk."""
+
+  def __init__(self, workdir, keep: int = 3, async_save: bool = True, read_only: bool = False):
+    self.workdir = wd_lib.path(workdir)
+    self.directory = self.workdir / wd_lib.CHECKPOINTS
+    self.read_only = read_only
+    if read_only:
+      if not self.directory.is_dir():
+        raise CheckpointError(f"No checkpoint in {self.directory}. Fix: train first (same "
+                              "--workdir), or check the path.")
+      options = ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                             cleanup_tmp_directories=False,
+                                             enable_async_checkpointing=False)
+      self.manager = ocp.CheckpointManager(self.directory, options=options)
+      self._in_flight = None
+      return
     if keep < 2:
       logging.warning("keep_checkpoints=%d: a corrupt latest checkpoint will have no earlier "
                       "one to fall back to. Keep 2 or more.", keep)
-    half = sorted(glob.glob(os.path.join(glob.escape(self.directory), "*" + TMP_SUFFIX + "*")))
-    if half and jax.process_index() == 0:  # Synchronously (orbax's own cleanup is async).
-      logging.warning("Deleting %d half-written checkpoint(s) of a killed run: %s", len(half),
-                      ", ".join(os.path.basename(h) for h in half))
-      for h in half:
-        shutil.rmtree(h, ignore_errors=True)
-    if half:
-      distributed.barrier("tmp_cleanup")
+    if jax.process_index() == 0:
+      wd_lib.ensure_writable(self.workdir)  # A read-only/full workdir: one line naming it.
+      wd_lib.acquire(self.workdir)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                            enable_async_checkpointing=async_save,
-                                           cleanup_tmp_directories=True)
+                                           cleanup_tmp_directories=False)  # See _cleanup.
     self.manager = ocp.CheckpointManager(self.directory, options=options)
     self._in_flight: int | None = None
+    self._cleaned = False
+
+  def _cleanup(self) -> None:
+    """Deletes the half-written steps of a killed run, once the run is accepted (restore or
+    first save), synchronously and only here: the lock holder owns the workdir."""
+    if self._cleaned:
+      return
+    self._cleaned = True
+    half = wd_lib.half_written(self.directory)
+    if half and jax.process_index() == 0:
+      logging.warning("Deleting %d half-written checkpoint(s) of a killed run: %s", len(half),
+                      ", ".join(h.name for h in half))
+      for h in half:
+        h.rmtree(missing_ok=True)
+    if half:
+      distributed.barrier("tmp_cleanup")
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
@@ -75,10 +99,15 @@ class Checkpointer:
 
   def save(self, step: int, state, data_state: dict, meta: dict, force: bool = True) -> None:
     """Starts an async save; raises `CheckpointError` if this or the previous write failed."""
+    if self.read_only:
+      raise CheckpointError(f"A reader never writes checkpoints ({self.directory}).")
+    self._cleanup()
     self.wait()  # Orbax waits for the previous save anyway; this names its failure.
     states = distributed.allgather_json(data_state)
     data = _merge_data(states)
-    meta = {**meta, "fingerprint": {"state": fingerprint(state), "data": _json_hash(data)}}
+    fp = fingerprint(state)
+    meta = {**meta, "fingerprint": {"state": fp, "params": _params_part(state, fp),
+                                    "data": _json_hash(data)}}
     try:
       self.manager.save(step, args=ocp.args.Composite(
           state=ocp.args.StandardSave(state),
@@ -130,6 +159,45 @@ class Checkpointer:
   def restore_meta(self, step: int) -> dict:
     return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
 
+  def restore_params(self, step: int | None, abstract_params) -> tuple[object, int]:
+    """(params, step): the parameters only (a partial restore) of `step`, verified against
+    their recorded fingerprints. `step=None`: the newest intact step, falling back past
+    corrupt ones (named in the log); an explicit step that is corrupt is an error naming it.
+    Nothing on disk is changed."""
+    steps = self.all_steps()
+    if not steps:
+      raise CheckpointError(f"No checkpoint in {self.directory}. Fix: train first, or pass "
+                            "the workdir of a run that saved one.")
+    candidates = list(reversed(steps)) if step is None else [
+        wd_lib.choose_step(steps, step, self.directory)]
+    bad: list[tuple[int, str]] = []
+    for s in candidates:
+      try:
+        params = self._restore_params(s, abstract_params)
+      except Exception as e:
+        bad.append((s, _describe(e)))
+        logging.error("Checkpoint %s is corrupt (%s)%s", self.directory / str(s), bad[-1][1],
+                      "; trying the previous one." if step is None else ".")
+        continue
+      if bad:
+        logging.warning("Loaded step %d instead of corrupt step(s) %s.", s,
+                        ", ".join(str(b) for b, _ in bad))
+      return params, s
+    raise CheckpointError(
+        "No intact checkpoint in " + str(self.directory) + ": " +
+        "; ".join(f"step {s} is corrupt ({why})" for s, why in bad) + ". Fix: pass an intact "
+        "step (--step), or retrain; the trainer moves corrupt steps aside when it resumes.")
+
+  def _restore_params(self, step: int, abstract_params):
+    meta = self.restore_meta(step)
+    target = {"params": abstract_params}
+    restored = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True)))
+    params = restored["state"]["params"]
+    check_params(params, meta)
+    return params
+
   def restore_latest(self, abstract_state, check=None) -> tuple[int, object, dict] | None:
     """(step, state, data_state) of the newest good checkpoint, or None if there is none.
 
@@ -140,7 +208,7 @@ class Checkpointer:
     """
     bad: list[tuple[int, str]] = []
     for step in reversed(self.all_steps()):
-      path = os.path.join(self.directory, str(step))
+      path = self.directory / str(step)
       try:
         meta = self.restore_meta(step)
       except Exception as e:
@@ -148,7 +216,12 @@ class Checkpointer:
         logging.error("Checkpoint %s is corrupt (%s); trying the previous one.", path, bad[-1][1])
         continue
       if check is not None:
-        check(meta)
+        try:
+          check(meta)
+        except CheckpointError:
+          self.close()  # Refused: the workdir is left exactly as it was (lock released).
+          raise
+      self._cleanup()
       try:
         state, data, _ = self.restore(step, abstract_state)
       except Exception as e:
@@ -160,23 +233,27 @@ class Checkpointer:
         logging.warning("Restored step %d instead of corrupt step(s) %s.", step,
                         ", ".join(str(s) for s, _ in bad))
       return step, state, data
+    if not bad:
+      self._cleanup()
     if bad:
       raise CheckpointError(
-          "No checkpoint in " + self.directory + " could be restored: " +
+          f"No checkpoint in {self.directory} could be restored: " +
           "; ".join(f"step {s}: {why}" for s, why in bad) + ". Fix: if the code changed, "
           "or the optimizer config changed, use the version that wrote them; otherwise move "
           "the directory away to start over.")
     return None
 
   def _quarantine(self, steps: list[int]) -> None:
-    dest = os.path.join(self.workdir, "corrupt_checkpoints")
+    if self.read_only:
+      raise CheckpointError(f"A reader never moves checkpoints ({self.directory}).")
+    dest = self.workdir / wd_lib.CORRUPT
     if jax.process_index() == 0:
-      os.makedirs(dest, exist_ok=True)
+      dest.mkdir(parents=True, exist_ok=True)
       for s in steps:
-        target = os.path.join(dest, str(s))
-        if os.path.exists(target):
-          shutil.rmtree(target)
-        os.replace(os.path.join(self.directory, str(s)), target)
+        target = dest / str(s)
+        if target.exists():
+          target.rmtree()
+        (self.directory / str(s)).rename(target)
         logging.warning("Moved corrupt checkpoint step %d to %s", s, target)
     distributed.barrier("quarantine")
     self.manager.reload()
@@ -186,6 +263,8 @@ class Checkpointer:
       self.wait()
     finally:
       self.manager.close()
+      if not self.read_only and jax.process_index() == 0:
+        wd_lib.release(self.workdir)
 
 
 def _describe(e: Exception) -> str:
@@ -229,16 +308,40 @@ def fingerprint(tree) -> list[int]:
   return [int(h) for h in jax.device_get(hashes)]
 
 
-def flat_config(cfg, prefix: str = "") -> dict:
-  """A ConfigDict as {'a.b': value} with JSON-friendly values."""
-  out = {}
-  for k, v in cfg.items():
-    key = f"{prefix}{k}"
-    if hasattr(v, "items"):
-      out.update(flat_config(v, key + "."))
-    else:
-      out[key] = list(v) if isinstance(v, tuple) else v
-  return out
+def _first_key(path) -> str:
+  k = path[0] if path else None
+  return str(getattr(k, "name", getattr(k, "key", "")))
+
+
+def _params_part(state, fp: list[int]) -> list[int]:
+  """The entries of `fp` (a fingerprint of `state`) that belong to `state`'s params (a
+  TrainState's `.params` or a dict state's `['params']`), in their own flatten order."""
+  paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(state)[0]]
+  return [h for p, h in zip(paths, fp, strict=True) if _first_key(p) == "params"]
+
+
+def check_params(params, meta: dict) -> None:
+  """Raises `_Corrupt` if `params` differ from the fingerprint saved in `meta`.
+
+  Checkpoints written before the params entry existed hold only the whole state's: there
+  the params' entries follow the step's (TrainState) or precede it (a dict state)."""
+  want = meta.get("fingerprint")
+  if want is None:
+    return
+  got = fingerprint(params)
+  if want.get("params") is not None:
+    layouts = [want["params"]]
+  else:
+    layouts = [want["state"][1:1 + len(got)], want["state"][:len(got)]]
+  if got in layouts:
+    return
+  expected = layouts[0]
+  if len(expected) != len(got):
+    raise _Corrupt(f"{len(got)} parameter arrays but {len(expected)} fingerprints saved")
+  leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+  bad = [jax.tree_util.keystr(p) for (p, _), g, w in zip(leaves, got, expected, strict=True)
+         if g != w]
+  raise _Corrupt(f"array contents differ from those saved: {', '.join(bad[:5])}")
 
 
 def check_compatible(saved_meta: dict, config, tokenizer_identity: dict) -> None:

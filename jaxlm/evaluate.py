@@ -23,6 +23,7 @@ from absl import app, flags, logging
 
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import evaluation, finetune, ngram_run, train
+from jaxlm import workdir as wd_lib
 from jaxlm.data import tokenizers as tok_lib
 from jaxlm.errors import USER_ERRORS
 from jaxlm.metrics import format_classification_report
@@ -31,32 +32,11 @@ from jaxlm.ngram import KneserNeyLM
 
 def _checkpointer(workdir: str, step: str | int | None) -> tuple[ckpt_lib.Checkpointer, int,
                                                                   str]:
-  """(checkpointer, step, which) for --step: '' / None = latest, 'best', or a number."""
+  """(read-only checkpointer, step, which) for --step: '' / None = latest, 'best', or N."""
   best = str(step) == "best"
-  where = os.path.join(workdir, "best") if best else workdir
-  if not os.path.isdir(os.path.join(where, "checkpoints")):
-    raise ckpt_lib.CheckpointError(
-        f"No {'best ' if best else ''}checkpoint in {os.path.abspath(where)}. Fix: train first "
-        "(same --workdir), or check the path.")
-  ck = ckpt_lib.Checkpointer(where, keep=10**6, async_save=False)
-  steps = ck.all_steps()
-  if not steps:
-    ck.close()
-    raise ckpt_lib.CheckpointError(f"No checkpoint in {ck.directory}. Fix: train first.")
-  if step in (None, "", "best", "latest"):
-    chosen = steps[-1]
-  else:
-    try:
-      chosen = int(step)
-    except ValueError as e:
-      ck.close()
-      raise ckpt_lib.CheckpointError(f"--step={step!r}: give a step number, 'best' or "
-                                     "nothing (latest).") from e
-    if chosen not in steps:
-      ck.close()
-      raise ckpt_lib.CheckpointError(f"--step={chosen}: {ck.directory} has steps {steps}. "
-                                     "Fix: pick one of them.")
-  return ck, chosen, "best" if best else "latest"
+  _, chosen = wd_lib.resolve_step(workdir, step)
+  where = wd_lib.path(workdir) / wd_lib.BEST if best else workdir
+  return ckpt_lib.Checkpointer(where, read_only=True), chosen, "best" if best else "latest"
 
 
 def evaluate_checkpoint(config, workdir: str, step: str | int | None = None,
@@ -78,21 +58,21 @@ def evaluate_checkpoint(config, workdir: str, step: str | int | None = None,
     else:
       run = finetune.TaskRun(config, workdir, devices, restore_backbone=False)
     ckpt_lib.check_compatible(meta, config, run.tokenizer.identity())
-    state, _, _ = ck.restore(chosen, run.abstract_state)
+    explicit = None if step in (None, "", "best", "latest") else chosen  # Latest: may fall back.
+    params, chosen = ck.restore_params(explicit, run.abstract_state.params)
   finally:
     ck.close()
   if task == "lm":  # The very function the training loop evaluates with.
-    result = evaluation.evaluate(run, state.params, split=split)
+    result = evaluation.evaluate(run, params, split=split)
     how = {"eval_path": evaluation.EVAL_PATH, "state_handling": evaluation.state_handling(run)}
   else:
-    result = finetune.evaluate_task(run, state.params, run.jit_task_eval_step(), split)
+    result = finetune.evaluate_task(run, params, run.jit_task_eval_step(), split)
     how = {"eval_path": "jaxlm.finetune.evaluate_task", "state_handling": "stateless"}
   out = {"split": split, "step": chosen, "checkpoint": which, "task": task,
          "family": config.model.family, **how, **result}
-  path = os.path.join(workdir, f"eval_{split}_{chosen}.json")
+  path = wd_lib.path(workdir) / f"eval_{split}_{chosen}.json"
   if jax.process_index() == 0:
-    with open(path, "w") as f:
-      json.dump(out, f, indent=1)
+    wd_lib.write_json(path, out)
   logging.info("eval %s step %d (%s): %s -> %s", split, chosen, which, finetune.summary(result)
                or result, path)
   return out

@@ -37,6 +37,7 @@ from jaxlm import (
   train,
 )
 from jaxlm import metrics as metrics_lib
+from jaxlm import workdir as wd_lib
 from jaxlm.config import ConfigError
 from jaxlm.data import tokenizers as tok_lib
 from jaxlm.metric_writer import MetricWriter
@@ -335,7 +336,7 @@ def summary(result: dict) -> str:
 
 def train_task(config, workdir: str, devices=None) -> dict:
   """Fine-tunes (or trains from scratch) `config` in `workdir`; resumes if it can."""
-  os.makedirs(workdir, exist_ok=True)
+  wd_lib.ensure_writable(workdir)  # Bad path / read-only / full: one line naming it, no work.
   run = TaskRun(config, workdir, devices)
   f, d = config.finetune, config.data
   is_main = jax.process_index() == 0
@@ -355,7 +356,7 @@ def train_task(config, workdir: str, devices=None) -> dict:
   state, meta = run.resume(checkpointer, it)  # The LM loop's policy: corrupt latest -> previous.
   best = meta.get("best", best)
   train_fn, eval_fn = run.jit_task_train_step(), run.jit_task_eval_step()
-  writer = MetricWriter(workdir, enabled=is_main)
+  writer = MetricWriter(workdir, enabled=is_main, resume_step=int(jax.device_get(state.step)))
   cache: dict = {}
   start, last_eval, t0 = int(jax.device_get(state.step)), {}, time.time()
   stopped_early = False

@@ -24,7 +24,8 @@ from absl import logging
 
 from jaxlm import config as config_lib
 from jaxlm import metrics as metrics_lib
-from jaxlm.checkpoint import CheckpointError, flat_config
+from jaxlm import workdir as wd_lib
+from jaxlm.checkpoint import CheckpointError
 from jaxlm.data import sources
 from jaxlm.data import tokenizers as tok_lib
 from jaxlm.metric_writer import MetricWriter
@@ -77,19 +78,18 @@ def _load_or_fit(config, workdir: str, tok: tok_lib.Tokenizer) -> KneserNeyLM:
 def train_and_evaluate(config, workdir: str) -> dict:
   """Fits (or loads) the n-gram model in `workdir`, evaluates it, writes metrics.jsonl."""
   config_lib.validate(config, 1)
-  os.makedirs(workdir, exist_ok=True)
+  wd_lib.ensure_writable(workdir)  # Bad path / read-only / full: one line naming it, no work.
   d = config.data
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(flat_config(config), f, indent=1)
   tok = tok_lib.get_tokenizer(d.tokenizer, workdir, lambda: sources.iter_texts(d, d.train_split),
                               d)
   lm = _load_or_fit(config, workdir, tok)
+  wd_lib.write_config(workdir, config)  # Atomically, once the fitted model is accepted.
   # The model's size as the neural runs log theirs (the sweep report reads this line).
   logging.info("Parameters: %s total (stored n-gram entries, orders 1-%d: %s); vocab %d (%s)",
                f"{sum(lm.num_ngrams):,}", lm.order, lm.num_ngrams, tok.vocab_size, tok.kind)
   ev = evaluate(lm, tokenized_docs(d, d.eval_split, tok), np.asarray(tok.token_bytes()))
   row = {f"eval_{k}": v for k, v in ev.items()}
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir, resume_step=-1)  # Re-evaluated each run: one step-0 row.
   writer.write(0, row)
   writer.close()
   logging.info("eval (%d-gram, %s tokenizer, vocab %d): loss %.4f  ppl %.2f  bpb %.4f",

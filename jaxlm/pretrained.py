@@ -6,21 +6,24 @@ folder (`.../checkpoints/1000`); `finetune.init_step` picks a step otherwise
 exists, the model family matches, the configured tokenizer is the pretraining
 run's, and every backbone parameter exists in the checkpoint with the same
 shape (a mismatch names the parameter). Only the parameters are read (a
-partial orbax restore); the pretraining optimizer state is not.
+partial orbax restore); the pretraining optimizer state is not. They are checked
+against the fingerprints saved with them: a corrupt latest step falls back to the
+previous intact one, a corrupt explicit step is an error naming it. The pretraining
+workdir is only read.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import shutil
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
-from jaxlm.checkpoint import CheckpointError
+from jaxlm import checkpoint as ckpt_lib
+from jaxlm import workdir as wd_lib
 from jaxlm.data import tokenizers as tok_lib
+from jaxlm.workdir import CheckpointError
 
 TOKENIZER_FILES = (tok_lib.TOKENIZER_FILE, "vocab.txt", "spm.model")
 
@@ -30,45 +33,51 @@ class Pretrained:
   workdir: str  # The pretraining run's workdir (holds tokenizer.json).
   step: int
   step_dir: str  # .../checkpoints/<step>
+  older: tuple[int, ...] = ()  # Earlier steps to fall back to if `step` is corrupt (latest).
 
   @property
   def meta(self) -> dict:
-    with open(os.path.join(self.step_dir, "meta", "metadata"), encoding="utf-8") as f:
-      return json.load(f)
+    return _meta(self.step_dir)
 
   @property
   def config(self) -> dict:
     return self.meta.get("config", {})
 
 
-def _steps(ckpt_dir: str) -> list[int]:
-  return sorted(int(n) for n in os.listdir(ckpt_dir) if n.isdigit()
-                and os.path.isdir(os.path.join(ckpt_dir, n, "state")))
+def _meta(step_dir) -> dict:
+  return wd_lib.read_json(wd_lib.path(step_dir) / "meta" / "metadata")
+
+
+def _steps(ckpt_dir) -> list[int]:
+  d = wd_lib.path(ckpt_dir)
+  return [s for s in wd_lib.list_steps(d) if (d / str(s) / "state").is_dir()]
 
 
 def resolve(init_from: str, init_step: int = -1) -> Pretrained:
   """The checkpoint that `config.init_from` (and `finetune.init_step`) name."""
-  path = os.path.abspath(os.path.expanduser(init_from))
-  if not os.path.isdir(path):
+  path = wd_lib.path(init_from)
+  if not path.is_dir():
     raise CheckpointError(f"config.init_from={init_from!r}: no such directory. Fix: give the "
                           "workdir of a finished pretraining run.")
   base, step = path, init_step
-  if os.path.basename(path).isdigit() and os.path.isdir(os.path.join(path, "state")):
-    base, step = os.path.dirname(path), int(os.path.basename(path))
-  if os.path.isdir(os.path.join(base, "checkpoints")):
-    ckpt_dir, workdir = os.path.join(base, "checkpoints"), base
+  if path.name.isdigit() and (path / "state").is_dir():
+    base, step = path.parent, int(path.name)
+  if (base / wd_lib.CHECKPOINTS).is_dir():
+    ckpt_dir, workdir = base / wd_lib.CHECKPOINTS, base
   else:
-    ckpt_dir, workdir = base, os.path.dirname(base)
-  steps = _steps(ckpt_dir) if os.path.isdir(ckpt_dir) else []
+    ckpt_dir, workdir = base, base.parent
+  steps = _steps(ckpt_dir)
   if not steps:
     raise CheckpointError(f"config.init_from={init_from!r} holds no checkpoint (looked in "
                           f"{ckpt_dir}). Fix: pretrain there first, or point at a run's workdir.")
-  if step is None or step < 0:
+  latest = step is None or step < 0
+  if latest:
     step = steps[-1]
   elif step not in steps:
     raise CheckpointError(f"config.init_from={init_from!r} has no step {step}; it has {steps}. "
                           "Fix: set config.finetune.init_step to one of them (or -1).")
-  return Pretrained(workdir, step, os.path.join(ckpt_dir, str(step)))
+  older = tuple(reversed(steps[:-1])) if latest else ()
+  return Pretrained(str(workdir), step, str(ckpt_dir / str(step)), older)
 
 
 def prepare_tokenizer(config, workdir: str, ref: Pretrained) -> None:
@@ -80,8 +89,8 @@ def prepare_tokenizer(config, workdir: str, ref: Pretrained) -> None:
         f"config.data.tokenizer={kind!r} but the pretrained run {ref.workdir} used a "
         f"{saved['kind']!r} tokenizer. A fine-tuned model must keep its pretraining tokenizer. "
         f"Fix: --config.data.tokenizer={saved['kind']} (its tokenizer.json is reused).")
-  src = os.path.join(ref.workdir, tok_lib.TOKENIZER_FILE)
-  if not os.path.isfile(src):
+  src = wd_lib.path(ref.workdir) / tok_lib.TOKENIZER_FILE
+  if not src.is_file():
     raise CheckpointError(f"config.init_from: {src} is missing, so the pretraining tokenizer is "
                           "unknown. Fix: point at the pretraining run's workdir.")
   pre_tok = tok_lib.load_tokenizer(ref.workdir)
@@ -92,8 +101,7 @@ def prepare_tokenizer(config, workdir: str, ref: Pretrained) -> None:
           f"config.data.tokenizer_path={config.data.tokenizer_path!r} is not the tokenizer of "
           f"the pretrained run {ref.workdir}. Fix: unset data.tokenizer_path (the pretraining "
           "tokenizer is reused).")
-  os.makedirs(workdir, exist_ok=True)
-  if os.path.isfile(os.path.join(workdir, tok_lib.TOKENIZER_FILE)):
+  if (wd_lib.path(workdir) / tok_lib.TOKENIZER_FILE).is_file():
     mine = tok_lib.load_tokenizer(workdir)
     if mine.identity() != pre_tok.identity():
       raise CheckpointError(
@@ -101,8 +109,8 @@ def prepare_tokenizer(config, workdir: str, ref: Pretrained) -> None:
           f" ({mine.identity()} vs {pre_tok.identity()}). Fix: use a fresh --workdir.")
     return
   for name in TOKENIZER_FILES[1:] + TOKENIZER_FILES[:1]:  # tokenizer.json last: marks complete.
-    if os.path.isfile(os.path.join(ref.workdir, name)):
-      shutil.copyfile(os.path.join(ref.workdir, name), os.path.join(workdir, name))
+    if (wd_lib.path(ref.workdir) / name).is_file():
+      wd_lib.copy_file(wd_lib.path(ref.workdir) / name, wd_lib.path(workdir) / name)
 
 
 def check_model(config, ref: Pretrained) -> None:
@@ -125,10 +133,32 @@ def restore_params(ref: Pretrained, abstract_params, prefix: str = "") -> object
   Parameters the checkpoint has beyond these (an LM head the classifier does
   not use) are ignored; one that is missing or has another shape is an error
   naming it. `prefix` is where `abstract_params` sit in the new model (for messages).
+  The weights must match the fingerprints saved with them: a corrupt step falls back to
+  `ref.older` (the previous steps, when init_from named no step) or is an error naming it.
   """
-  state_dir = os.path.join(ref.step_dir, "state")
+  bad: list[str] = []
+  for step in (ref.step, *ref.older):
+    step_dir = wd_lib.path(ref.step_dir).parent / str(step)
+    try:
+      params = _restore_step(ref, str(step_dir), abstract_params, prefix)
+    except ckpt_lib._Corrupt as e:
+      bad.append(f"step {step} is corrupt ({e})")
+      logging.error("config.init_from: checkpoint %s is corrupt (%s)", step_dir, e)
+      continue
+    if bad:
+      logging.warning("config.init_from: using step %d instead (%s).", step, "; ".join(bad))
+    return params
+  raise CheckpointError(f"config.init_from={ref.workdir!r}: {'; '.join(bad)}. Fix: set "
+                        "config.finetune.init_step to an intact step, or pretrain again.")
+
+
+def _restore_step(ref: Pretrained, step_dir: str, abstract_params, prefix: str) -> object:
+  state_dir = wd_lib.path(step_dir) / "state"
   checkpointer = ocp.PyTreeCheckpointer()
-  saved = checkpointer.metadata(state_dir)
+  try:
+    saved = checkpointer.metadata(state_dir)
+  except Exception as e:
+    raise ckpt_lib._Corrupt(f"unreadable metadata: {ckpt_lib._describe(e)}") from e
   saved = getattr(saved, "item_metadata", saved)
   saved = getattr(saved, "tree", saved)
   saved_params = saved.get("params") if isinstance(saved, dict) else None
@@ -142,20 +172,41 @@ def restore_params(ref: Pretrained, abstract_params, prefix: str = "") -> object
     where = f"{prefix}/{name}" if prefix else name
     if name not in saved_flat:
       raise CheckpointError(
-          f"Parameter {where} is not in the pretrained checkpoint {ref.step_dir}: the model is "
+          f"Parameter {where} is not in the pretrained checkpoint {step_dir}: the model is "
           f"not the one that was pretrained.{changed} Fix: use the pretraining run's model.* "
           "config.")
     if tuple(saved_flat[name].shape) != tuple(a.shape):
       raise CheckpointError(
           f"Parameter {where} has shape {tuple(a.shape)} here but "
-          f"{tuple(saved_flat[name].shape)} in the pretrained checkpoint {ref.step_dir}."
+          f"{tuple(saved_flat[name].shape)} in the pretrained checkpoint {step_dir}."
           f"{changed} Fix: use the pretraining run's model.* config (and model.max_len if the "
           "sequence length differs).")
   target = {"params": abstract_params}
-  restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
-      item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-      partial_restore=True))
+  try:
+    meta = _meta(step_dir)
+    restored = checkpointer.restore(state_dir, args=ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True))
+  except Exception as e:
+    raise ckpt_lib._Corrupt(ckpt_lib._describe(e)) from e
+  _check_subset(restored["params"], list(saved_flat), meta)
   return restored["params"]
+
+
+def _check_subset(params, saved_names: list[str], meta: dict) -> None:
+  """`params` (a subset of the saved params) against the saved fingerprints, by name."""
+  want = (meta.get("fingerprint") or {}).get("params")
+  if want is None:  # Older checkpoints: the whole state's only (see checkpoint.check_params).
+    if len(jax.tree.leaves(params)) == len(saved_names):
+      ckpt_lib.check_params(params, meta)
+    return
+  by_name = dict(zip(saved_names, want, strict=False))
+  leaves = jax.tree_util.tree_leaves_with_path(params)
+  got = ckpt_lib.fingerprint(params)
+  bad = [_path_str(p) for (p, _), g in zip(leaves, got, strict=True)
+         if by_name.get(_path_str(p), g) != g]
+  if bad:
+    raise ckpt_lib._Corrupt(f"array contents differ from those saved: {', '.join(bad[:5])}")
 
 
 def _model_diff(ref: Pretrained) -> str:

@@ -14,38 +14,16 @@ than the length) are refused with the reason, and `--out` records it.
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import jax
-import ml_collections
 
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import config as config_lib
 from jaxlm import train
+from jaxlm import workdir as wd_lib
 
-
-def load_config(workdir: str) -> ml_collections.ConfigDict:
-  """The run's config from `<workdir>/config.json` (written by the trainer) on the base."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: {workdir} is not a trained workdir. Fix: pass "
-                            "the --workdir of a run of `python -m jaxlm.main`.")
-  with open(path) as f:
-    flat = json.load(f)
-  cfg = config_lib.base_config()
-  for key, value in flat.items():
-    *parents, leaf = key.split(".")
-    node = cfg
-    for p in parents:
-      node = node[p]
-    if leaf in node:
-      node[leaf] = _tuples(value)
-  return cfg
-
-
-def _tuples(v):
-  return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
+load_config = wd_lib.read_config  # The run's config from `<workdir>/config.json`.
 
 
 class Loaded:
@@ -73,15 +51,12 @@ def load(workdir: str, seq_len: int = 0, **model_overrides) -> Loaded:
     from jaxlm import models
     run.model = models.build_model(cfg.model, run.tokenizer.vocab_size, cfg.data.seq_len,
                                    **model_overrides)
-  checkpointer = ckpt_lib.Checkpointer(workdir, async_save=False)
+  checkpointer = ckpt_lib.Checkpointer(workdir, read_only=True)  # Reads only; verified.
   try:
-    step = checkpointer.latest_step()
-    if step is None:
-      raise ckpt_lib.CheckpointError(f"{workdir} has no checkpoint yet. Fix: train it first.")
-    state, _, _ = checkpointer.restore(step, run.abstract_state)
+    params, step = checkpointer.restore_params(None, run.abstract_state.params)
   finally:
     checkpointer.close()
-  return Loaded(run, state.params, int(step))
+  return Loaded(run, params, int(step))
 
 
 def evaluate_at(workdir: str, seq_len: int, max_batches: int = -1) -> dict:
@@ -107,8 +82,7 @@ def main(argv: list[str] | None = None) -> int:
   except config_lib.ConfigError as e:  # e.g. a learned position table shorter than seq_len.
     result = {"seq_len": a.seq_len, "error": str(e)}
   if a.out:
-    with open(a.out, "w") as f:
-      json.dump(result, f, indent=1)
+    wd_lib.write_json(a.out, result)
   print(json.dumps(result))
   return 0 if "error" not in result else 2
 

@@ -9,8 +9,6 @@ metrics.
 from __future__ import annotations
 
 import functools
-import json
-import os
 import time
 
 import flax.linen as nn
@@ -22,6 +20,7 @@ from absl import logging
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import config as config_lib
 from jaxlm import faults, generate, resilience
+from jaxlm import workdir as wd_lib
 from jaxlm.data import lanes, pipeline, shards
 from jaxlm.errors import TrainingError
 from jaxlm.evaluation import evaluate, summarize
@@ -70,7 +69,7 @@ def _rollback(checkpointer, run) -> tuple:
 
 def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
-  os.makedirs(workdir, exist_ok=True)
+  wd_lib.ensure_writable(workdir)  # Bad path / read-only / full: one line naming it, no work.
   run = Run(config, workdir, devices)
   is_main = jax.process_index() == 0
   logging.info("Devices: %d (%s) across %d process(es); mesh %s", jax.device_count(),
@@ -78,9 +77,6 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   logging.info("Parameters: %s total, %s non-embedding; %s FLOPs/token; vocab %d (%s)",
                f"{run.num_params:,}", f"{run.num_non_embedding:,}",
                f"{run.flops_per_token:.3g}", run.tokenizer.vocab_size, run.tokenizer.kind)
-  if is_main:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      json.dump(ckpt_lib.flat_config(config), f, indent=1)
 
   checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints)
   if run.carry_state:  # Recurrent state carried across windows: B contiguous data lanes.
@@ -93,9 +89,11 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     train_iter = shards.ShardedIterator(config.data, run.tokenizer, config.seed,
                                         jax.process_index(), jax.process_count())
   state, _ = run.resume(checkpointer, train_iter)
+  if is_main:  # Only once the run is accepted: config.json describes its checkpoints.
+    wd_lib.write_config(workdir, config)
   start = int(jax.device_get(state.step))
 
-  writer = MetricWriter(workdir, enabled=is_main)
+  writer = MetricWriter(workdir, enabled=is_main, resume_step=start)  # Drops rows > start.
   train_step_fn, eval_step_fn = run.jit_train_step(), run.jit_eval_step()
   eval_cache: dict = {}
   prefetch = pipeline.Prefetcher(train_iter, run.to_global, config.data.prefetch)
