@@ -93,7 +93,6 @@ def evaluate_checkpoint(config, workdir: str, step: str | int | None = None,
 
 def _evaluate_ngram(config, workdir: str, split: str) -> dict:
   """The fitted n-gram model of `workdir` (no steps: it is fitted once) on `split`."""
-  import numpy as np
 
   from jaxlm import ngram_run
   from jaxlm.data import tokenizers as tok_lib
@@ -105,8 +104,8 @@ def _evaluate_ngram(config, workdir: str, split: str) -> dict:
                                    "with this config and --workdir first.")
   tok = tok_lib.load_tokenizer(workdir)
   lm = KneserNeyLM.load(path)
-  result = ngram_run.evaluate(lm, ngram_run.tokenized_docs(config.data, split, tok),
-                              np.asarray(tok.token_bytes()))
+  result = ngram_run.evaluate(lm, ngram_run.tokenized_docs(config.data, split, tok,
+                                                           with_bytes=True))
   out = {"split": split, "step": 0, "checkpoint": "latest", "task": "lm", "family": "ngram",
          **result}
   with open(os.path.join(workdir, f"eval_{split}_0.json"), "w") as f:

@@ -33,13 +33,13 @@ def deal_into_lanes(batches: list[dict], lanes: int) -> list[dict]:
           for t in range(m)]
 
 
-def _eval_step(params, carry, batch, *, model, token_bytes, document_attention):
+def _eval_step(params, carry, batch, *, model, document_attention):
   from jaxlm import train  # Late import: train imports this module's callers.
   _, sums = train.loss_and_metrics(params, model, batch, jax.random.key(0), document_attention,
                                    True, carry=carry)
   carry = sums.pop("carry")
   b = objectives.split_window(batch)
-  sums["byte_sum"] = jnp.sum(jnp.take(token_bytes, b["targets"]) * b["weights"])
+  sums["byte_sum"] = jnp.sum(pipeline.target_bytes(batch) * b["weights"])
   return sums, carry
 
 
@@ -58,8 +58,7 @@ def evaluate(run, params, split: str | None = None, max_batches: int = -1,
       cache[key] = batches
   if "lanes_step" not in (cache or {}):
     step = jax.jit(functools.partial(
-        _eval_step, model=run.model, token_bytes=jnp.asarray(run.tokenizer.token_bytes()),
-        document_attention=run.document_attention),
+        _eval_step, model=run.model, document_attention=run.document_attention),
         in_shardings=(run.state_shardings.params, run.state_shardings.carry, run.batch_sharding),
         out_shardings=(sharding.replicated(run.mesh), run.state_shardings.carry))
     if cache is not None:

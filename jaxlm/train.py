@@ -121,9 +121,9 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, seed: int
                        carry=carry), metrics
 
 
-def eval_step(params, batch: dict, *, model, token_bytes, document_attention: bool,
+def eval_step(params, batch: dict, *, model, document_attention: bool,
               objective: objectives.Objective | None = None) -> dict:
-  """Summed loss, weight, correct and target bytes of one eval batch (padding weighs 0)."""
+  """Summed loss, weight, correct and target source bytes of one eval batch (padding 0)."""
   loss_sum, sums = loss_and_metrics(params, model, batch, jax.random.key(0), document_attention,
                                     True, objective)
   del loss_sum
@@ -131,7 +131,8 @@ def eval_step(params, batch: dict, *, model, token_bytes, document_attention: bo
     b = objective.inputs(batch, jax.random.key(0), document_attention)  # Same mask as above.
   else:
     b = objectives.split_window(batch)
-  sums["byte_sum"] = jnp.sum(jnp.take(token_bytes, b["targets"]) * b["weights"])
+  name = objective.name if objective is not None else "causal_lm"
+  sums["byte_sum"] = jnp.sum(pipeline.target_bytes(batch, name) * b["weights"])
   return sums
 
 
@@ -241,7 +242,6 @@ class Run:
 
   def jit_eval_step(self):
     step = functools.partial(eval_step, model=self.model,
-                             token_bytes=jnp.asarray(self.tokenizer.token_bytes()),
                              document_attention=self.document_attention,
                              objective=self.objective)
     return jax.jit(step, in_shardings=(self.state_shardings.params, self.batch_sharding),
