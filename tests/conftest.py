@@ -31,6 +31,23 @@ def synthetic_text(num_paragraphs: int = 300, seed: int = 0) -> str:
   return "\n\n".join(paras) + "\n"
 
 
+def shared_data(*parts: str) -> str:
+  """A path in the shared data folder (JAXLM_SHARED_DATA, default ../shared/data).
+
+  Missing: the test skips with the reason (pytest -rs lists it), except under CI=true,
+  where it fails: CI must not pass because the data it should test on has vanished.
+  """
+  path = os.path.join(SHARED_DATA, *parts)
+  if not os.path.exists(path):
+    msg = (f"{path} not found: the shared data folder {SHARED_DATA} is missing or incomplete. "
+           "Fix: set JAXLM_SHARED_DATA to the shared data folder (../shared/data from the "
+           "repository root).")
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+      pytest.fail(f"CI=true and required data is missing. {msg}", pytrace=False)
+    pytest.skip(msg)
+  return path
+
+
 @pytest.fixture(scope="session")
 def text_file(tmp_path_factory) -> str:
   path = tmp_path_factory.mktemp("corpus") / "corpus.txt"

@@ -1,6 +1,5 @@
 """Input pipeline: sources, packing, resumable iterator state, exact eval coverage."""
 
-import os
 
 import numpy as np
 import pytest
@@ -133,11 +132,9 @@ def test_eval_batches_cover_every_token_once(text_file, data_dir, batch_size):
 
 
 def test_shared_tinyshakespeare_when_present(data_dir):
-  from conftest import SHARED_DATA
+  from conftest import shared_data
 
-  path = os.path.join(SHARED_DATA, "tinyshakespeare", "input.txt")
-  if not os.path.exists(path):
-    pytest.skip(f"{path} not found (set JAXLM_SHARED_DATA)")
+  path = shared_data("tinyshakespeare", "input.txt")
   from jaxlm.config import base_config
 
   d = base_config().data

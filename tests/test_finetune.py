@@ -279,11 +279,9 @@ def test_recipe_variants_validate(name, arg):
 
 
 def test_real_sst2_dev_reads_with_labels(data_dir):
-  from conftest import SHARED_DATA
+  from conftest import shared_data
 
-  dev = os.path.join(SHARED_DATA, "sst2", "dev.tsv")
-  if not os.path.isfile(dev):
-    pytest.skip(f"real SST-2 not at {dev} (set JAXLM_SHARED_DATA)")
+  dev = shared_data("sst2", "dev.tsv")
   from test_config import REPO, load
 
   c = load(os.path.join(REPO, "configs", "sst2_finetune.py"), "smoke")

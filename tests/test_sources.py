@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import SHARED_DATA
+from conftest import shared_data
 
 from jaxlm.config import base_config
 from jaxlm.data import pipeline, sources
@@ -222,9 +222,7 @@ def test_pad_mode_rows_labels_and_truncation(tmp_path, data_dir):
 
 @pytest.mark.parametrize("name", ["sst2/dev.tsv", "multi30k/val.en"])
 def test_shared_datasets_when_present(data_dir, name):
-  path = os.path.join(SHARED_DATA, name)
-  if not os.path.exists(path):
-    pytest.skip(f"{path} not found (set JAXLM_SHARED_DATA)")
+  path = shared_data(*name.split("/"))
   if name.startswith("sst2"):
     d = _cfg(data_dir, path, format="tsv", text_key="sentence", label_key="label",
              num_classes=2, eval_path=path)
@@ -246,9 +244,7 @@ def test_recipes_read_shared_data_when_present(data_dir):
 
   from jaxlm.data import tokenizers as tok_lib
 
-  wt = os.path.join(SHARED_DATA, "wikitext-2")
-  if not os.path.exists(os.path.join(wt, "valid.txt")):
-    pytest.skip(f"{wt} not found (set JAXLM_SHARED_DATA)")
+  wt = os.path.dirname(shared_data("wikitext-2", "valid.txt"))
   spec = importlib.util.spec_from_file_location("wt2", os.path.join(REPO, "configs",
                                                                      "wikitext2_word.py"))
   mod = importlib.util.module_from_spec(spec)
