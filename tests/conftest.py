@@ -110,3 +110,23 @@ def run_cli(args: list[str], env: dict | None = None, devices: int = 1,
   full_env.update(env or {})
   return subprocess.run([sys.executable, "-m", "jaxlm.main", *args], cwd=REPO, env=full_env,
                         capture_output=True, text=True, timeout=timeout)
+
+
+def _spawns_processes(item) -> bool:
+  """The test (or a helper it names) starts a fresh interpreter: jax import + compile."""
+  import inspect
+
+  fn = getattr(item, "function", None)
+  try:
+    src = inspect.getsource(fn) if fn is not None else ""
+  except (OSError, TypeError):
+    return False
+  return any(s in src for s in ("run_cli(", "subprocess.", "multiprocess"))
+
+
+def pytest_collection_modifyitems(config, items):
+  """`slow`: tests that start other Python processes (CLI end to end, several processes),
+  plus any marked `@pytest.mark.slow` by hand. `pytest -m "not slow"` skips them."""
+  for item in items:
+    if _spawns_processes(item):
+      item.add_marker(pytest.mark.slow)

@@ -21,3 +21,14 @@ def test_pytest_reports_skips_and_knows_the_slow_marker():
   with open(conftest.REPO + "/pyproject.toml") as f:
     text = f.read()
   assert 'addopts = "-q -rs"' in text and '"slow: ' in text
+
+
+def test_tests_that_start_processes_are_marked_slow():
+  from types import SimpleNamespace
+
+  import test_cli
+
+  cli_tests = [f for n, f in vars(test_cli).items() if n.startswith("test_") and callable(f)]
+  assert any(conftest._spawns_processes(SimpleNamespace(function=f)) for f in cli_tests)
+  assert not conftest._spawns_processes(
+      SimpleNamespace(function=test_pytest_reports_skips_and_knows_the_slow_marker))
