@@ -206,6 +206,8 @@ def test_pad_mode_rows_labels_and_truncation(tmp_path, data_dir):
   np.testing.assert_array_equal(row, [tok.bos_id, *tok.encode("bb cc"), tok.eos_id, 0, 0, 0])
   np.testing.assert_array_equal(b[0]["segment_ids"][1], [1] * 7 + [0] * 3)
   np.testing.assert_array_equal(b[0]["positions"][1], list(range(7)) + [0] * 3)
+  # Source bytes per token (for bits per byte): BOS 0, "bb cc" 1 each, EOS its newline, pad 0.
+  np.testing.assert_array_equal(b[0]["bytes"][1], [0, 1, 1, 1, 1, 1, 1, 0, 0, 0])
   np.testing.assert_array_equal(b[0]["label"], [0, 1, 0])
   np.testing.assert_array_equal(b[1]["label"], [1, -1, -1])  # Padding rows: label -1, no tokens.
   assert not b[1]["segment_ids"][1:].any()
