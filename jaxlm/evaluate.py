@@ -18,7 +18,6 @@ import os
 import sys
 
 import jax
-import numpy as np
 from absl import app, flags, logging
 
 from jaxlm import checkpoint as ckpt_lib
@@ -86,8 +85,8 @@ def _evaluate_ngram(config, workdir: str, split: str) -> dict:
                                    "with this config and --workdir first.")
   tok = tok_lib.load_tokenizer(workdir)
   lm = KneserNeyLM.load(path)
-  result = ngram_run.evaluate(lm, ngram_run.tokenized_docs(config.data, split, tok),
-                              np.asarray(tok.token_bytes()))
+  result = ngram_run.evaluate(lm, ngram_run.tokenized_docs(config.data, split, tok,
+                                                           with_bytes=True))
   out = {"split": split, "step": 0, "checkpoint": "latest", "task": "lm", "family": "ngram",
          "eval_path": "jaxlm.ngram_run.evaluate", "state_handling": "per_document", **result}
   with open(os.path.join(workdir, f"eval_{split}_0.json"), "w") as f:

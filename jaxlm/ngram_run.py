@@ -5,7 +5,8 @@
 Same tokenizer (`get_tokenizer`, saved in the workdir), same splits and the same
 metric definitions as the neural families: loss in nats per predicted token (every
 document token and its EOS), perplexity exp(loss), bits per byte = summed nats /
-(ln 2 * UTF-8 bytes of the predicted tokens, `tokenizer.token_bytes()`). One
+(ln 2 * UTF-8 bytes of the source text the predicted tokens cover, each document's
+bytes plus one for its newline: `Tokenizer.encode_document`). One
 difference by design: each document is scored from a BOS context, where the
 packed neural eval sees the previous document's tail.
 
@@ -34,18 +35,26 @@ from jaxlm.ngram import KneserNeyLM
 MODEL_FILE, META_FILE = "ngram.npz", "ngram.json"
 
 
-def tokenized_docs(d, split: str, tokenizer: tok_lib.Tokenizer):
-  """Documents of a split as id arrays (no EOS: the n-gram model appends its own)."""
+def tokenized_docs(d, split: str, tokenizer: tok_lib.Tokenizer, with_bytes: bool = False):
+  """Documents of a split as id arrays (no EOS: the n-gram model appends its own).
+
+  `with_bytes`: (ids, source bytes of the document and its EOS) pairs, for `evaluate`.
+  """
   for text in sources.iter_texts(d, split):
-    yield np.asarray(tokenizer.encode(text), np.int32)
+    if with_bytes:
+      ids, nbytes = tokenizer.encode_document(text)
+      yield ids[:-1], int(nbytes.sum())
+    else:
+      yield np.asarray(tokenizer.encode(text), np.int32)
 
 
-def evaluate(lm: KneserNeyLM, docs, token_bytes: np.ndarray) -> dict[str, float]:
-  """Loss (nats/token), ppl and bits per byte over `docs`, EOS predicted after each."""
+def evaluate(lm: KneserNeyLM, docs) -> dict[str, float]:
+  """Loss (nats/token), ppl and bits per byte over `docs` ((ids, bytes) pairs from
+  `tokenized_docs(..., with_bytes=True)`), EOS predicted after each."""
   docs = list(docs)
-  ev = lm.evaluate(docs)
+  ev = lm.evaluate([ids for ids, _ in docs])
   num = ev["num_tokens"]
-  nbytes = sum(int(token_bytes[doc].sum()) + int(token_bytes[tok_lib.EOS_ID]) for doc in docs)
+  nbytes = sum(n for _, n in docs)
   out = metrics_lib.lm_metrics(ev["loss"] * num, num, max(nbytes, 1))
   return {"loss": out["loss"], "ppl": out["ppl"], "tokens": float(num), "bpb": out["bpb"]}
 
@@ -87,7 +96,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   # The model's size as the neural runs log theirs (the sweep report reads this line).
   logging.info("Parameters: %s total (stored n-gram entries, orders 1-%d: %s); vocab %d (%s)",
                f"{sum(lm.num_ngrams):,}", lm.order, lm.num_ngrams, tok.vocab_size, tok.kind)
-  ev = evaluate(lm, tokenized_docs(d, d.eval_split, tok), np.asarray(tok.token_bytes()))
+  ev = evaluate(lm, tokenized_docs(d, d.eval_split, tok, with_bytes=True))
   row = {f"eval_{k}": v for k, v in ev.items()}
   writer = MetricWriter(workdir, resume_step=-1)  # Re-evaluated each run: one step-0 row.
   writer.write(0, row)

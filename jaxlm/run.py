@@ -132,7 +132,6 @@ class Run:
     """The jitted `steps.eval_step`: (params, batch) -> sums, or with model.carry_state
     (params, batch, carry) -> sums with the new state under 'carry'."""
     step = functools.partial(eval_step, model=self.model,
-                             token_bytes=jnp.asarray(self.tokenizer.token_bytes()),
                              document_attention=self.document_attention,
                              objective=self.objective)
     rep = sharding.replicated(self.mesh)

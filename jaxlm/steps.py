@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxlm import objectives
+from jaxlm.data import pipeline
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -31,13 +32,15 @@ def model_inputs(batch: dict, document_attention: bool) -> dict:
 
 def loss_and_metrics(params, model, batch: dict, rng, document_attention: bool,
                      deterministic: bool, objective: objectives.Objective | None = None,
-                     carry=None, token_bytes=None) -> tuple[jax.Array, dict]:
+                     carry=None, with_bytes: bool = False) -> tuple[jax.Array, dict]:
   """Summed loss and metrics of one batch.
 
-  With `carry` (recurrent state) sums['carry'] is the new state; with `token_bytes`
-  sums['byte_sum'] holds the UTF-8 bytes of the weighted targets (for bits per byte).
+  With `carry` (recurrent state) sums['carry'] is the new state; with `with_bytes`
+  sums['byte_sum'] holds the UTF-8 bytes of the source text the weighted targets cover
+  (the eval batch's 'bytes' field; for bits per byte).
   """
-  b = (objective or objectives.Objective()).inputs(batch, rng, document_attention)
+  objective = objective or objectives.Objective()
+  b = objective.inputs(batch, rng, document_attention)
   extra = {"type_ids_BL": b["type_ids"]} if "type_ids" in b else {}
   if carry is not None:
     extra["carry"] = carry
@@ -46,8 +49,8 @@ def loss_and_metrics(params, model, batch: dict, rng, document_attention: bool,
   if carry is not None:
     logits, carry = logits
   sums = objectives.cross_entropy_sums(logits, b["targets"], b["weights"])
-  if token_bytes is not None:
-    sums["byte_sum"] = jnp.sum(jnp.take(token_bytes, b["targets"]) * b["weights"])
+  if with_bytes:
+    sums["byte_sum"] = jnp.sum(pipeline.target_bytes(batch, objective.name) * b["weights"])
   if carry is not None:
     sums["carry"] = jax.lax.stop_gradient(carry)
   return sums["loss_sum"], sums
@@ -96,7 +99,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, seed: int
                        carry=carry), metrics
 
 
-def eval_step(params, batch: dict, carry=None, *, model, token_bytes, document_attention: bool,
+def eval_step(params, batch: dict, carry=None, *, model, document_attention: bool,
               objective: objectives.Objective | None = None) -> dict:
   """Summed loss, weight, correct and target bytes of one eval batch (padding weighs 0).
 
@@ -104,5 +107,5 @@ def eval_step(params, batch: dict, carry=None, *, model, token_bytes, document_a
   under 'carry'; without, every window starts from a zero state.
   """
   _, sums = loss_and_metrics(params, model, batch, jax.random.key(0), document_attention, True,
-                             objective, carry=carry, token_bytes=token_bytes)
+                             objective, carry=carry, with_bytes=True)
   return sums

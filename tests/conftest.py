@@ -31,6 +31,23 @@ def synthetic_text(num_paragraphs: int = 300, seed: int = 0) -> str:
   return "\n\n".join(paras) + "\n"
 
 
+def shared_data(*parts: str) -> str:
+  """A path in the shared data folder (JAXLM_SHARED_DATA, default ../shared/data).
+
+  Missing: the test skips with the reason (pytest -rs lists it), except under CI=true,
+  where it fails: CI must not pass because the data it should test on has vanished.
+  """
+  path = os.path.join(SHARED_DATA, *parts)
+  if not os.path.exists(path):
+    msg = (f"{path} not found: the shared data folder {SHARED_DATA} is missing or incomplete. "
+           "Fix: set JAXLM_SHARED_DATA to the shared data folder (../shared/data from the "
+           "repository root).")
+    if os.environ.get("CI", "").lower() in ("true", "1"):
+      pytest.fail(f"CI=true and required data is missing. {msg}", pytrace=False)
+    pytest.skip(msg)
+  return path
+
+
 @pytest.fixture(scope="session")
 def text_file(tmp_path_factory) -> str:
   path = tmp_path_factory.mktemp("corpus") / "corpus.txt"
@@ -93,3 +110,23 @@ def run_cli(args: list[str], env: dict | None = None, devices: int = 1,
   full_env.update(env or {})
   return subprocess.run([sys.executable, "-m", "jaxlm.main", *args], cwd=REPO, env=full_env,
                         capture_output=True, text=True, timeout=timeout)
+
+
+def _spawns_processes(item) -> bool:
+  """The test (or a helper it names) starts a fresh interpreter: jax import + compile."""
+  import inspect
+
+  fn = getattr(item, "function", None)
+  try:
+    src = inspect.getsource(fn) if fn is not None else ""
+  except (OSError, TypeError):
+    return False
+  return any(s in src for s in ("run_cli(", "subprocess.", "multiprocess"))
+
+
+def pytest_collection_modifyitems(config, items):
+  """`slow`: tests that start other Python processes (CLI end to end, several processes),
+  plus any marked `@pytest.mark.slow` by hand. `pytest -m "not slow"` skips them."""
+  for item in items:
+    if _spawns_processes(item):
+      item.add_marker(pytest.mark.slow)

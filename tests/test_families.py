@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from conftest import tiny_config
 
@@ -206,25 +207,26 @@ def test_family_config_errors_name_the_field(text_file, data_dir):
 @pytest.mark.parametrize("family,extra", [("bert", {"model.type_vocab_size": 2}),
                                           ("lstm", {"model.carry_state": True})])
 def test_family_sharded_step_matches_single_device(text_file, data_dir, family, extra):
+  """Real SGD updates (see tests/test_sharding.py): losses, gradients, parameters."""
+  from test_sharding import SGD_LR, check_same_updates, sgd_run, steps
+
   over = {"model.family": family, **extra}
-  r1 = train.Run(tiny_config(text_file, data_dir, **over), None, devices=jax.devices()[:1])
-  r8 = train.Run(tiny_config(text_file, data_dir, **over, **{"mesh.shape": (2, 2, 2)}), None)
-  s1 = r1.init_state()
-  s8 = jax.device_put(jax.device_get(s1), r8.state_shardings)
+  r1 = sgd_run(tiny_config(text_file, data_dir, **over), devices=jax.devices()[:1])
+  r8 = sgd_run(tiny_config(text_file, data_dir, **over, **{"mesh.shape": (2, 2, 2)}))
+  init = jax.device_get(r1.init_state())
+  s8 = jax.device_put(init, r8.state_shardings)
   if family == "lstm":  # The carried state is split over the batch axes like the data.
     assert s8.carry["c"].addressable_shards[0].data.shape == (2, 2, 32)
   it = iter((lanes.lane_dataset if family == "lstm" else pipeline.train_dataset)(
       r1.config.data, r1.tokenizer, 0))
-  batches = [next(it) for _ in range(2)]
-  losses = []
-  for run, s in ((r1, s1), (r8, s8)):
-    step, out = run.jit_train_step(), []
-    with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
-      for b in batches:
-        s, m = step(s, run.to_global(b))
-        out.append(float(m["train_loss"]))
-    losses.append(out)
-  np.testing.assert_allclose(losses[0], losses[1], rtol=2e-5)
+  batches = [next(it) for _ in range(3)]  # Losses 2 and 3 follow real updates.
+  s1, l1, g1 = steps(r1, jax.device_put(init), batches)
+  s8, l8, g8 = steps(r8, s8, batches)
+  np.testing.assert_allclose(l1, l8, rtol=2e-5)
+  np.testing.assert_allclose(g1, g8, rtol=1e-4)
+  r1.tx = optax.chain(optax.scale(0.5), optax.sgd(SGD_LR))  # Negative control: 1/2 gradient.
+  broken, _, _ = steps(r1, jax.device_put(init), batches)
+  check_same_updates(s1.params, init.params, s8.params, broken.params)
 
 
 def test_recurrent_eval_deals_windows_into_contiguous_lanes(text_file, data_dir):

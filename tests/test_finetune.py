@@ -182,7 +182,9 @@ def test_greedy_decode_stops_at_eos():
   assert out == [[10, 11, 12], [5, 6, 7, 8, 9]]
 
 
-def test_seq2seq_trains_and_scores_bleu(tmp_path, data_dir):
+def test_seq2seq_trains_and_scores_bleu(tmp_path, data_dir, monkeypatch):
+  import sacrebleu
+
   rng = random.Random(0)
   lex = {"cat": "katze", "dog": "hund", "red": "rot", "house": "haus"}
   for name, n in (("train", 64), ("val", 9)):
@@ -196,8 +198,22 @@ def test_seq2seq_trains_and_scores_bleu(tmp_path, data_dir):
   c.data.format, c.data.target_path = "parallel", str(tmp_path / "train.de")
   c.data.eval_path, c.data.eval_target_path = str(tmp_path / "val.en"), str(tmp_path / "val.de")
   c.finetune.task, c.finetune.best_metric, c.finetune.max_decode_len = "seq2seq", "bleu", 4
+  refs = (tmp_path / "val.de").read_text().splitlines()
+  # Fixed hypotheses (each reference with its first word wrong) replace the 2-step model's
+  # translations, so the BLEU the eval reports is checked against sacrebleu on known pairs.
+  fixed = ["xx " + " ".join(r.split()[1:]) for r in refs]
+  real = seq2seq.translate
+  calls = []
+
+  def translate(run, params, src):
+    calls.append(real(run, params, src))  # The real greedy decoding still runs.
+    return fixed[:len(src)]
+
+  monkeypatch.setattr(seq2seq, "translate", translate)
   out = finetune.train_task(c, str(tmp_path / "wd"))
-  assert out["eval_generated"] == 9 and 0 <= out["eval_bleu"] <= 100
+  assert out["eval_generated"] == 9 and len(calls[-1]) == 9
+  want = sacrebleu.corpus_bleu(fixed, [refs]).score
+  assert 0 < want < 100 and out["eval_bleu"] == pytest.approx(want)
   assert out["eval_tokens"] > 0
 
 
@@ -279,11 +295,9 @@ def test_recipe_variants_validate(name, arg):
 
 
 def test_real_sst2_dev_reads_with_labels(data_dir):
-  from conftest import SHARED_DATA
+  from conftest import shared_data
 
-  dev = os.path.join(SHARED_DATA, "sst2", "dev.tsv")
-  if not os.path.isfile(dev):
-    pytest.skip(f"real SST-2 not at {dev} (set JAXLM_SHARED_DATA)")
+  dev = shared_data("sst2", "dev.tsv")
   from test_config import REPO, load
 
   c = load(os.path.join(REPO, "configs", "sst2_finetune.py"), "smoke")

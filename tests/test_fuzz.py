@@ -108,6 +108,13 @@ def test_fuzz_documents_split_without_loss(unit):
   text = fuzz_bytes(3, 30).decode("utf-8", "replace")
   docs = sources.split_documents(text, unit)
   assert docs and all(d.strip() for d in docs)
+  # Without loss: only whitespace between documents (blank lines, edge newlines) is dropped,
+  # every other character is kept, in order.
+  assert re.sub(r"\s", "", "".join(docs)) == re.sub(r"\s", "", text)
+  if unit == "line":
+    assert docs == [line for line in text.split("\n") if line.strip()]
+  else:
+    assert docs == [text.strip("\n")]
   assert sources.decode_text(fuzz_bytes(4, 5)) == fuzz_bytes(4, 5).decode("utf-8", "replace")
 
 

@@ -32,7 +32,28 @@ def test_docstring_example_runs(name):
       x2_BLD=jax.random.normal(jax.random.key(2), (2, 8, 64)),
       ids_BL=jnp.arange(16).reshape(2, 8), positions_BL=jnp.broadcast_to(jnp.arange(8), (2, 8)),
       q_BLHE=jax.random.normal(jax.random.key(3), (2, 8, 4, 16)))
+  before = dict(env)
   exec("\n".join(code), env)  # noqa: S102
+  bound = sorted(k for k in env if k not in before or env[k] is not before[k])
+  # Every array the example binds has the shape its name promises, and finite values.
+  dims = {"B": 2, "L": 8, "D": 64, "E": 16, "H": 64 if name == "lstm" else 4}
+  checked = 0
+  for var in bound:
+    suffix = var.rsplit("_", 1)[-1]
+    if "_" in var and suffix.isupper() and set(suffix) <= set(dims):
+      value = np.asarray(env[var])
+      assert value.shape == tuple(dims[d] for d in suffix), (var, value.shape)
+      assert np.isfinite(value).all(), var
+      checked += 1
+  assert checked, f"jaxlm.layers.{name}'s example binds no shape-named result"
+  if name != "embeddings":  # A layer computes something: its output is not its input.
+    out = env[next(v for v in bound if v.startswith("y"))]
+    assert not np.allclose(np.asarray(out)[..., :8], np.asarray(env["x_BLD"])[..., :8])
+  else:  # Rotary positions rotate the queries (position 0 is left as it is).
+    assert not np.allclose(env["q_BLHE"][:, 1:], before["q_BLHE"][:, 1:])
+  if name == "lstm":  # Continuing from the carry differs from starting afresh.
+    fresh, _ = env["lstm"].apply(env["variables"], env["x2_BLD"])
+    assert not np.allclose(fresh, env["y2_BLH"])
 
 
 class TinyClassifier(nn.Module):

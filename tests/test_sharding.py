@@ -1,8 +1,16 @@
-"""A step sharded over 8 devices (data=2, fsdp=2, tensor=2) equals the 1-device step."""
+"""A step sharded over 8 devices (data=2, fsdp=2, tensor=2) equals the 1-device step.
+
+The comparisons run real updates (warmup 0, >= 2 steps) with plain SGD, where a wrong
+gradient scale (a 1/N reduction bug) moves the parameters by a different amount; Adam and
+global-norm clipping would hide it. Gradients are compared directly through `grad_norm`.
+Each parameter check has negative controls: the same assertion fails on the untrained
+parameters and on a run whose gradient is deliberately scaled by 1/2.
+"""
 
 import flax.linen as nn
 import jax
 import numpy as np
+import optax
 import pytest
 from conftest import tiny_config
 
@@ -17,14 +25,42 @@ def _batch(seq_len=32, batch=8, seed=0):
           "positions": np.tile(np.arange(seq_len + 1, dtype=np.int32), (batch, 1))}
 
 
-def _steps(run, state, batches):
+SGD_LR = 0.5
+
+
+def sgd_run(config, devices=None, grad_scale: float = 1.0) -> train.Run:
+  """A Run with plain SGD (lr SGD_LR) instead of AdamW; `grad_scale` != 1 is a broken run."""
+  config.optimizer.warmup_steps = 0
+  run = train.Run(config, None, devices=devices)
+  run.tx = optax.chain(optax.scale(grad_scale), optax.sgd(SGD_LR))
+  run._init_shardings()  # noqa: SLF001  (the state's optimizer part follows tx)
+  return run
+
+
+def steps(run, state, batches):
+  """Runs the jitted train step over `batches`: (state, losses, grad norms)."""
   step = run.jit_train_step()
-  losses = []
+  losses, norms = [], []
   with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
     for b in batches:
       state, m = step(state, run.to_global(b))
       losses.append(float(m["train_loss"]))
-  return state, losses
+      norms.append(float(m["grad_norm"]))
+  return state, losses, norms
+
+
+def params_close(a, b, rtol=1e-4, atol=1e-5) -> bool:
+  """Every parameter of `a` equals that of `b` within the tolerance."""
+  return all(np.allclose(x, y, rtol=rtol, atol=atol) for x, y in
+             zip(jax.tree.leaves(jax.device_get(a)), jax.tree.leaves(jax.device_get(b)),
+                 strict=True))
+
+
+def check_same_updates(ref, ref_init, other, broken) -> None:
+  """`other` params equal `ref`; the untrained and the mis-scaled params do not."""
+  assert params_close(ref, other)
+  assert not params_close(ref, ref_init), "negative control: the steps changed nothing"
+  assert not params_close(ref, broken), "negative control: a 1/2 gradient passes too"
 
 
 @pytest.mark.parametrize("overrides", [
@@ -36,35 +72,35 @@ def test_sharded_step_matches_single_device(text_file, data_dir, overrides):
   assert jax.device_count() == 8
   c1 = tiny_config(text_file, data_dir, **overrides)
   c8 = tiny_config(text_file, data_dir, **overrides, **{"mesh.shape": (2, 2, 2)})
-  r1 = train.Run(c1, None, devices=jax.devices()[:1])
-  r8 = train.Run(c8, None)
-  s1 = r1.init_state()
-  s8 = jax.device_put(jax.device_get(s1), r8.state_shardings)
+  r1 = sgd_run(c1, devices=jax.devices()[:1])
+  r8 = sgd_run(c8)
+  init = r1.init_state()
+  s8 = jax.device_put(jax.device_get(init), r8.state_shardings)
   # Parameters really are split: the embedding table is sharded over fsdp and tensor.
   emb = s8.params["embed"]["embedding"]
   assert emb.addressable_shards[0].data.shape == (emb.shape[0] // 2, emb.shape[1] // 2)
+  init = jax.device_get(init)
   batches = [_batch(seed=i) for i in range(3)]
-  s1, l1 = _steps(r1, s1, batches)
-  s8, l8 = _steps(r8, s8, batches)
-  np.testing.assert_allclose(l1, l8, rtol=2e-5)
-  # Parameters: Adam turns float noise in gradients that are zero in exact arithmetic (the
-  # key bias: softmax ignores it) into +-lr steps, so allow a few lr-sized differences.
-  for a, b in zip(jax.tree.leaves(jax.device_get(s1.params)),
-                  jax.tree.leaves(jax.device_get(s8.params)), strict=True):
-    np.testing.assert_allclose(a, b, rtol=1e-3, atol=3 * c1.optimizer.learning_rate)
+  s1, l1, g1 = steps(r1, jax.device_put(init), batches)
+  s8, l8, g8 = steps(r8, s8, batches)
+  np.testing.assert_allclose(l1, l8, rtol=2e-5)  # Losses 2 and 3 follow real updates.
+  np.testing.assert_allclose(g1, g8, rtol=1e-4)  # The gradients themselves.
+  r1.tx = optax.chain(optax.scale(0.5), optax.sgd(SGD_LR))  # Same state layout, 1/2 gradient.
+  broken, _, _ = steps(r1, jax.device_put(init), batches)
+  check_same_updates(s1.params, init.params, s8.params, broken.params)
 
 
 def test_grad_accumulation_equals_large_batch(text_file, data_dir):
-  runs = [train.Run(tiny_config(text_file, data_dir, **{"optimizer.grad_accum_steps": a,
-                                                         "optimizer.warmup_steps": 0}), None,
-                    devices=jax.devices()[:1]) for a in (1, 4)]
-  states = [r.init_state() for r in runs]
-  batches = [_batch(seed=5), _batch(seed=6)]  # The 2nd loss sees the 1st update.
-  out = [_steps(r, s, batches) for r, s in zip(runs, states, strict=True)]
-  np.testing.assert_allclose(out[0][1], out[1][1], rtol=1e-5)
-  for a, b in zip(jax.tree.leaves(out[0][0].params), jax.tree.leaves(out[1][0].params),
-                  strict=True):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-3)
+  runs = [sgd_run(tiny_config(text_file, data_dir, **{"optimizer.grad_accum_steps": a}),
+                  devices=jax.devices()[:1]) for a in (1, 4)]
+  init = jax.device_get(runs[0].init_state())
+  batches = [_batch(seed=5), _batch(seed=6), _batch(seed=7)]  # Losses 2, 3 see updates.
+  (s1, l1, g1), (s4, l4, g4) = [steps(r, jax.device_put(init), batches) for r in runs]
+  np.testing.assert_allclose(l1, l4, rtol=1e-5)
+  np.testing.assert_allclose(g1, g4, rtol=1e-4)  # Microbatch gradients are averaged, not summed.
+  runs[1].tx = optax.chain(optax.scale(0.5), optax.sgd(SGD_LR))
+  broken, _, _ = steps(runs[1], jax.device_put(init), batches)
+  check_same_updates(s1.params, init.params, s4.params, broken.params)
 
 
 def test_bad_mesh_and_batch_fail_before_training(text_file, data_dir):

@@ -7,7 +7,7 @@ import time
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from conftest import SHARED_DATA
+from conftest import shared_data
 
 from jaxlm.config import base_config
 from jaxlm.data import pipeline, sources
@@ -206,6 +206,8 @@ def test_pad_mode_rows_labels_and_truncation(tmp_path, data_dir):
   np.testing.assert_array_equal(row, [tok.bos_id, *tok.encode("bb cc"), tok.eos_id, 0, 0, 0])
   np.testing.assert_array_equal(b[0]["segment_ids"][1], [1] * 7 + [0] * 3)
   np.testing.assert_array_equal(b[0]["positions"][1], list(range(7)) + [0] * 3)
+  # Source bytes per token (for bits per byte): BOS 0, "bb cc" 1 each, EOS its newline, pad 0.
+  np.testing.assert_array_equal(b[0]["bytes"][1], [0, 1, 1, 1, 1, 1, 1, 0, 0, 0])
   np.testing.assert_array_equal(b[0]["label"], [0, 1, 0])
   np.testing.assert_array_equal(b[1]["label"], [1, -1, -1])  # Padding rows: label -1, no tokens.
   assert not b[1]["segment_ids"][1:].any()
@@ -222,9 +224,7 @@ def test_pad_mode_rows_labels_and_truncation(tmp_path, data_dir):
 
 @pytest.mark.parametrize("name", ["sst2/dev.tsv", "multi30k/val.en"])
 def test_shared_datasets_when_present(data_dir, name):
-  path = os.path.join(SHARED_DATA, name)
-  if not os.path.exists(path):
-    pytest.skip(f"{path} not found (set JAXLM_SHARED_DATA)")
+  path = shared_data(*name.split("/"))
   if name.startswith("sst2"):
     d = _cfg(data_dir, path, format="tsv", text_key="sentence", label_key="label",
              num_classes=2, eval_path=path)
@@ -246,9 +246,7 @@ def test_recipes_read_shared_data_when_present(data_dir):
 
   from jaxlm.data import tokenizers as tok_lib
 
-  wt = os.path.join(SHARED_DATA, "wikitext-2")
-  if not os.path.exists(os.path.join(wt, "valid.txt")):
-    pytest.skip(f"{wt} not found (set JAXLM_SHARED_DATA)")
+  wt = os.path.dirname(shared_data("wikitext-2", "valid.txt"))
   spec = importlib.util.spec_from_file_location("wt2", os.path.join(REPO, "configs",
                                                                      "wikitext2_word.py"))
   mod = importlib.util.module_from_spec(spec)

@@ -7,22 +7,14 @@ import json
 import os
 import pickle
 import random
-from pathlib import Path
 
 import ml_collections
 import numpy as np
 import pytest
 import sentencepiece as spm
+from conftest import shared_data
 
 from jaxlm.data import tokenizers as T
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("JAXLM_SHARED_DATA", REPO.parent / "shared" / "data"))
-SHAKESPEARE = SHARED / "tinyshakespeare" / "input.txt"
-needs_shakespeare = pytest.mark.skipif(
-    not SHAKESPEARE.exists(),
-    reason=f"{SHAKESPEARE} not found (set JAXLM_SHARED_DATA to the shared data folder)",
-)
 
 UNICODE = "naïve café ÅΩ 日本語 😀👩‍👩‍👧 \t tab\r\nCRLF  two  spaces \u00a0nbsp ﬁ\x00nul "
 TRICKY = ["", " ", "\n", "\n\n x \n", " lead", "trail  ", "a\tb", "<mask> <unk> <pad>", UNICODE]
@@ -56,10 +48,13 @@ def spm_synth(request) -> T.SentencePieceTokenizer:
 
 
 @pytest.fixture(scope="module")
-def shakespeare() -> str:
-  if not SHAKESPEARE.exists():
-    pytest.skip(f"{SHAKESPEARE} not found (set JAXLM_SHARED_DATA to the shared data folder)")
-  with open(SHAKESPEARE, encoding="utf-8") as f:
+def shakespeare_path() -> str:  # Skips if absent; fails under CI=true.
+  return shared_data("tinyshakespeare", "input.txt")
+
+
+@pytest.fixture(scope="module")
+def shakespeare(shakespeare_path) -> str:
+  with open(shakespeare_path, encoding="utf-8") as f:
     return f.read(200_000)
 
 
@@ -159,7 +154,6 @@ def test_word_trainer_reads_config(tmp_path):
   assert T.load_tokenizer(str(tmp_path)).identity() == tok.identity()
 
 
-@needs_shakespeare
 def test_word_on_shakespeare(shakespeare):
   tok = T.WordTokenizer.train([shakespeare], min_count=2)
   ids = tok.encode(shakespeare)
@@ -207,7 +201,6 @@ def _model_type(tok: T.SentencePieceTokenizer) -> str:
   return sentencepiece_model_pb2.TrainerSpec.ModelType.Name(m.trainer_spec.model_type).lower()
 
 
-@needs_shakespeare
 @pytest.mark.parametrize("model_type", ["bpe", "unigram"])
 def test_spm_on_shakespeare(shakespeare, model_type):
   cfg = _spm_cfg(2000, model_type)

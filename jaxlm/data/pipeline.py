@@ -30,13 +30,20 @@ from jaxlm.data.tokenizers import Tokenizer
 
 
 class _Tokenize(grain.transforms.Map):
-  """Example -> int32 ids of its text followed by EOS."""
+  """Example -> int32 ids of its text followed by EOS.
 
-  def __init__(self, tokenizer: Tokenizer):
-    self._tok = tokenizer
+  `with_bytes`: [n, 2] rows of (id, UTF-8 bytes of the source text it covers), from
+  `Tokenizer.encode_document`; the packer turns the second column into `bytes`.
+  """
+
+  def __init__(self, tokenizer: Tokenizer, with_bytes: bool = False):
+    self._tok, self._with_bytes = tokenizer, with_bytes
 
   def map(self, example) -> np.ndarray:
-    ids = self._tok.encode(sources.decode_text(example["text"]))
+    text = sources.decode_text(example["text"])
+    if self._with_bytes:
+      return np.stack(self._tok.encode_document(text), axis=1).astype(np.int32)
+    ids = self._tok.encode(text)
     return np.append(ids, np.int32(self._tok.eos_id)).astype(np.int32)
 
 
@@ -105,6 +112,8 @@ class _PackIterator(grain.DatasetIterator):
         "segment_ids": np.concatenate(segs),
         "positions": np.concatenate(pos),
     }
+    if out["tokens"].ndim == 2:  # (id, source bytes) rows from `_Tokenize(with_bytes=True)`.
+      out["tokens"], out["bytes"] = out["tokens"][:, 0], out["tokens"][:, 1]
     if need:
       out = {k: np.pad(v, (0, need)) for k, v in out.items()}
     return out
@@ -168,6 +177,9 @@ def eval_batches(d, tokenizer: Tokenizer, split: str | None = None, process_inde
                  with_labels: bool = False) -> list[dict[str, np.ndarray]]:
   """The whole split in order as padded batches of this process's share.
 
+  Besides the tokens, `bytes` [B, seq_len+1] holds how many UTF-8 bytes of the
+  source text each token covers (`Tokenizer.encode_document`; 0 on padding and
+  BOS), so bits per byte is per byte of the original text (`target_bytes`).
   Every process returns the same number of batches (short ones are padded
   with all-pad batches by the caller's agreement on `num_batches`), and padding
   tokens have target id 0 (pad), which the loss ignores. Padding rows have all
@@ -176,10 +188,11 @@ def eval_batches(d, tokenizer: Tokenizer, split: str | None = None, process_inde
   split = split or d.eval_split
   ds = documents(d, split, process_index, process_count)
   if _packing(d) == "pad":
-    rows_ds = ds.map(_PadRow(tokenizer, d.seq_len + 1, d.get("truncate", True), with_labels))
+    rows_ds = ds.map(_PadRow(tokenizer, d.seq_len + 1, d.get("truncate", True), with_labels,
+                             with_bytes=True))
     rows_iter = iter(rows_ds.to_iter_dataset(_read_options(d)))
   else:
-    stream = ds.map(_Tokenize(tokenizer)).to_iter_dataset(_read_options(d))
+    stream = ds.map(_Tokenize(tokenizer, with_bytes=True)).to_iter_dataset(_read_options(d))
     rows_iter = iter(PackIterDataset(stream, d.seq_len + 1, pad_last=True))
   local_bs = d.batch_size // process_count
   batches, rows = [], []
@@ -231,13 +244,19 @@ class _PadRow(grain.transforms.Map):
   (`truncate`) or is an error naming its length.
   """
 
-  def __init__(self, tokenizer: Tokenizer, length: int, truncate: bool, with_labels: bool):
+  def __init__(self, tokenizer: Tokenizer, length: int, truncate: bool, with_labels: bool,
+               with_bytes: bool = False):
     self._tok, self._length = tokenizer, length
-    self._truncate, self._with_labels = truncate, with_labels
+    self._truncate, self._with_labels, self._with_bytes = truncate, with_labels, with_bytes
 
   def map(self, example) -> dict[str, np.ndarray]:
-    ids = np.concatenate([[self._tok.bos_id], self._tok.encode(sources.decode_text(
-        example["text"])), [self._tok.eos_id]]).astype(np.int32)
+    text = sources.decode_text(example["text"])
+    if self._with_bytes:  # BOS covers no bytes; see `Tokenizer.encode_document`.
+      doc, nbytes = self._tok.encode_document(text)
+      ids, nbytes = np.append(self._tok.bos_id, doc), np.append(0, nbytes)
+    else:
+      ids = np.concatenate([[self._tok.bos_id], self._tok.encode(text), [self._tok.eos_id]])
+    ids = ids.astype(np.int32)
     if len(ids) > self._length:
       if not self._truncate:
         raise sources.DataError(
@@ -249,6 +268,8 @@ class _PadRow(grain.transforms.Map):
     seg = (np.arange(self._length) < n).astype(np.int32)
     out = {"tokens": np.pad(ids, (0, self._length - n)), "segment_ids": seg,
            "positions": np.arange(self._length, dtype=np.int32) * seg}
+    if self._with_bytes:
+      out["bytes"] = np.pad(nbytes[:n], (0, self._length - n)).astype(np.int32)
     if self._with_labels:
       if "label" not in example:
         raise sources.DataError("Labels were asked for but the dataset has none. Fix: set "
@@ -260,7 +281,19 @@ class _PadRow(grain.transforms.Map):
 def empty_batch(d, process_count: int = 1) -> dict[str, np.ndarray]:
   """An all-padding batch (zero weight), for processes with fewer eval batches."""
   shape = (d.batch_size // process_count, d.seq_len + 1)
-  return {k: np.zeros(shape, np.int32) for k in ("tokens", "segment_ids", "positions")}
+  return {k: np.zeros(shape, np.int32) for k in ("tokens", "segment_ids", "positions", "bytes")}
+
+
+def target_bytes(batch: dict, objective: str = "causal_lm"):
+  """Source UTF-8 bytes of each target position of an eval batch, [B, seq_len].
+
+  A causal LM predicts `tokens[:, 1:]`, a masked LM picks from `tokens[:, :-1]`.
+  Works on numpy and jax arrays (it is called inside the jitted eval step).
+  """
+  if "bytes" not in batch:
+    raise KeyError("This eval batch has no 'bytes' (source bytes per token), so bits per byte "
+                   "cannot be computed. Fix: build eval batches with pipeline.eval_batches.")
+  return batch["bytes"][:, :-1] if objective == "masked_lm" else batch["bytes"][:, 1:]
 
 
 def _stack(rows: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
