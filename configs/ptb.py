@@ -38,13 +38,14 @@ def kn5(c) -> None:
 
 
 VARIANTS = {"kn5": kn5}
+DEFAULT = "kn5"
 
 
 def get_config(arg: str | None = None):
   c = base_config()
   _data(c)
   names = [a for a in (arg or "").split(",") if a]
-  models = [n for n in names if n in VARIANTS]
+  models = [n for n in names if n in VARIANTS] or [DEFAULT]
   if len(models) != 1:
     raise ValueError(f"configs/ptb.py needs exactly one of {sorted(VARIANTS)} (got {arg!r}); "
                      "add ',smoke' for a short run.")
