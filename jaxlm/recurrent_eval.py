@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlm import models, objectives, sharding, train
-from jaxlm.data import pipeline
+from jaxlm.data import lanes, pipeline
 
 
 def deal_into_lanes(batches: list[dict], lanes: int) -> list[dict]:
@@ -51,9 +51,13 @@ def evaluate(run, params, split: str | None = None, max_batches: int = -1,
   if cache is not None and key in cache:
     batches = cache[key]
   else:
-    batches = pipeline.eval_batches(d, run.tokenizer, split, jax.process_index(),
-                                    jax.process_count(), max_batches)
-    batches = deal_into_lanes(batches, d.batch_size // jax.process_count())
+    if d.doc_unit == "file":  # One stream per split, cut into B lanes (jaxlm.data.lanes).
+      batches = lanes.stream_eval_batches(d, run.tokenizer, split, jax.process_index(),
+                                          jax.process_count(), max_batches)
+    else:
+      batches = pipeline.eval_batches(d, run.tokenizer, split, jax.process_index(),
+                                      jax.process_count(), max_batches)
+      batches = deal_into_lanes(batches, d.batch_size // jax.process_count())
     if cache is not None:
       cache[key] = batches
   if "lanes_step" not in (cache or {}):
