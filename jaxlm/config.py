@@ -142,6 +142,9 @@ def base_config() -> ml_collections.ConfigDict:
   m.type_vocab_size = 0  # bert: segment/type embeddings (alternate packed documents); 0 = off.
   m.lstm_hidden_dim = 0  # lstm: state width; 0 = emb_dim.
   m.carry_state = False  # lstm: carry the state across windows (truncated BPTT) of B data lanes.
+  # LSTM LM init and speed (configs/ptb.py; jaxlm/layers/lstm.py).
+  m.init_scale = 0.0  # lstm: > 0 draws every weight from uniform(-init_scale, init_scale).
+  m.lstm_unroll = 1  # lstm: scan steps unrolled per iteration (same results; speed only).
 
   c.mlm = ml_collections.ConfigDict()  # Masked LM (family bert).
   c.mlm.fraction = 0.15  # Share of (non-pad) tokens selected for prediction.
@@ -317,5 +320,9 @@ def _validate_families(c: ml_collections.ConfigDict) -> None:
     if c.optimizer.grad_accum_steps != 1:
       _fail("optimizer.grad_accum_steps", "must be 1 with model.carry_state (each batch row is "
             "a data lane whose state carries to the next step).", "set it to 1.")
+  if m.init_scale < 0 or m.lstm_unroll < 1:
+    _fail("model.init_scale" if m.init_scale < 0 else "model.lstm_unroll",
+          f"init_scale={m.init_scale}, lstm_unroll={m.lstm_unroll}.",
+          "use init_scale >= 0 (0 = default init) and lstm_unroll >= 1.")
   if m.family == "ngram" and c.ngram.order < 1:
     _fail("ngram.order", f"is {c.ngram.order}.", "use 1 or more (5 is usual).")
