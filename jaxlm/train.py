@@ -24,7 +24,8 @@ from absl import logging
 
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import config as config_lib
-from jaxlm import distributed, faults, generate, models, objectives, optim, resilience, sharding
+from jaxlm import distributed, faults, flops, generate, models, objectives, optim, resilience
+from jaxlm import sharding
 from jaxlm.data import lanes, pipeline, shards, sources
 from jaxlm.data import tokenizers as tok_lib
 from jaxlm.metric_writer import MetricWriter
@@ -138,20 +139,6 @@ def eval_step(params, batch: dict, *, model, token_bytes, document_attention: bo
 # ----------------------------------------------------------------------------- setup
 
 
-def flops_per_token(non_embedding_params: int, vocab: int, cfg) -> float:
-  """Training FLOPs per token: 6 * (matmul params incl. the output projection) + attention.
-
-  Attention (QK^T and AV) costs 12 * layers * seq_len * width per token (fwd + bwd),
-  as in nanoGPT's `estimate_mfu` and the PaLM appendix.
-  """
-  m = cfg.model
-  attn_width = (m.head_dim or m.emb_dim // m.num_heads) * m.num_heads
-  if m.family == "lstm":  # No attention; the recurrent matmuls are in the parameter count.
-    attn_width = 0
-  return 6.0 * (non_embedding_params + vocab * m.emb_dim) + 12.0 * m.num_layers * \
-      cfg.data.seq_len * attn_width
-
-
 class Run:
   """Everything a run needs, built once from config: mesh, tokenizer, model, shardings."""
 
@@ -205,7 +192,8 @@ class Run:
         self.state_shardings)
     total, non_emb = models.count_params(abstract.params)
     self.num_params, self.num_non_embedding = total, non_emb
-    self.flops_per_token = flops_per_token(non_emb, self.tokenizer.vocab_size, self.config)
+    self.flops_per_token = flops.flops_per_token(abstract.params, self.config,
+                                                 self.tokenizer.vocab_size)
 
   def init_state(self) -> TrainState:
     """Parameters and optimizer state, created directly in their shardings.
