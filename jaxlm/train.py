@@ -24,8 +24,17 @@ from absl import logging
 
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import config as config_lib
-from jaxlm import distributed, faults, flops, generate, models, objectives, optim, resilience
-from jaxlm import sharding
+from jaxlm import (
+  distributed,
+  faults,
+  flops,
+  generate,
+  models,
+  objectives,
+  optim,
+  resilience,
+  sharding,
+)
 from jaxlm.data import lanes, pipeline, shards, sources
 from jaxlm.data import tokenizers as tok_lib
 from jaxlm.metric_writer import MetricWriter
