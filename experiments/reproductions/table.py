@@ -31,11 +31,11 @@ def row(r: dict) -> str:
           f"{r['wall_s']:.0f} s (exit {r['returncode']}) | {machine} | {ref['note']} |")
 
 
-def table() -> str:
+def table(results_dir: str = os.path.join(HERE, "results")) -> str:
   head = ("| task | reference | jaxlm | command | wall time | machine | note |\n"
           "|---|---|---|---|---|---|---|")
   rows = []
-  for path in sorted(glob.glob(os.path.join(HERE, "results", "*.json"))):
+  for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
     with open(path) as f:
       rows.append(row(json.load(f)))
   return "\n".join([head, *rows])
