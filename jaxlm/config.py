@@ -142,6 +142,9 @@ def base_config() -> ml_collections.ConfigDict:
   m.type_vocab_size = 0  # bert: segment/type embeddings (alternate packed documents); 0 = off.
   m.lstm_hidden_dim = 0  # lstm: state width; 0 = emb_dim.
   m.carry_state = False  # lstm: carry the state across windows (truncated BPTT) of B data lanes.
+  # LSTM LM init and speed (configs/ptb.py; jaxlm/layers/lstm.py).
+  m.init_scale = 0.0  # lstm: > 0 draws every weight from uniform(-init_scale, init_scale).
+  m.lstm_unroll = 1  # lstm: scan steps unrolled per iteration (same results; speed only).
 
   c.mlm = ml_collections.ConfigDict()  # Masked LM (family bert).
   c.mlm.fraction = 0.15  # Share of (non-pad) tokens selected for prediction.
@@ -162,6 +165,11 @@ def base_config() -> ml_collections.ConfigDict:
   o.eps = 1e-8
   o.grad_clip = 1.0  # Global-norm clip; 0 = off.
   o.grad_accum_steps = 1  # Microbatches per step, inside the jitted step.
+  # SGD and the epoch step decay of the classic LSTM LM recipes (configs/ptb.py).
+  o.name = "adamw"  # adamw | sgd (plain, no momentum; weight_decay is then L2-style decoupled).
+  o.steps_per_epoch = 0  # step_decay: optimizer steps per epoch (> 0).
+  o.decay_start_epoch = 1  # step_decay: epochs 1..this run at the peak LR, then decay.
+  o.decay_factor = 0.5  # step_decay: LR multiplier per epoch after decay_start_epoch.
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = all remaining devices.
@@ -280,7 +288,7 @@ def validate_fields(c: ml_collections.ConfigDict) -> None:
       "model.remat": (m.remat, ("none", "full", "dots_saveable")),
       "model.dtype": (m.dtype, ("float32", "bfloat16", "float16")),
       "model.param_dtype": (m.param_dtype, ("float32", "bfloat16")),
-      "optimizer.schedule": (o.schedule, ("cosine", "linear", "constant")),
+      "optimizer.schedule": (o.schedule, ("cosine", "linear", "constant", "step_decay")),
       "nan_policy": (c.nan_policy, ("stop", "skip", "rollback")),
   }
   for field, (value, allowed) in choices.items():
@@ -290,7 +298,24 @@ def validate_fields(c: ml_collections.ConfigDict) -> None:
     _fail("optimizer.learning_rate", f"is {o.learning_rate}.", "use a positive number.")
   if o.warmup_steps < 0:
     _fail("optimizer.warmup_steps", f"is {o.warmup_steps}.", "use 0 or more.")
+  _validate_sgd_step_decay(o)
   _validate_families(c)
+
+
+def _validate_sgd_step_decay(o: ml_collections.ConfigDict) -> None:
+  """Checks of optimizer.name and the step_decay schedule's fields."""
+  if o.name not in ("adamw", "sgd"):
+    _fail("optimizer.name", f"{o.name!r} is not one of ('adamw', 'sgd').", "pick adamw or sgd.")
+  if o.schedule != "step_decay":
+    return
+  if o.steps_per_epoch <= 0:
+    _fail("optimizer.steps_per_epoch", f"is {o.steps_per_epoch}, but schedule='step_decay' "
+          "decays once per epoch.", "set it to the optimizer steps of one epoch.")
+  if o.decay_start_epoch < 1:
+    _fail("optimizer.decay_start_epoch", f"is {o.decay_start_epoch}.",
+          "use 1 or more (epochs are counted from 1).")
+  if not 0.0 < o.decay_factor <= 1.0:
+    _fail("optimizer.decay_factor", f"is {o.decay_factor}.", "use a factor in (0, 1].")
 
 
 def _validate_families(c: ml_collections.ConfigDict) -> None:
@@ -312,5 +337,9 @@ def _validate_families(c: ml_collections.ConfigDict) -> None:
     if c.optimizer.grad_accum_steps != 1:
       _fail("optimizer.grad_accum_steps", "must be 1 with model.carry_state (each batch row is "
             "a data lane whose state carries to the next step).", "set it to 1.")
+  if m.init_scale < 0 or m.lstm_unroll < 1:
+    _fail("model.init_scale" if m.init_scale < 0 else "model.lstm_unroll",
+          f"init_scale={m.init_scale}, lstm_unroll={m.lstm_unroll}.",
+          "use init_scale >= 0 (0 = default init) and lstm_unroll >= 1.")
   if m.family == "ngram" and c.ngram.order < 1:
     _fail("ngram.order", f"is {c.ngram.order}.", "use 1 or more (5 is usual).")

@@ -23,7 +23,7 @@ from jax.experimental import multihost_utils
 
 from jaxlm import metrics as metrics_lib
 from jaxlm import models
-from jaxlm.data import pipeline
+from jaxlm.data import lanes, pipeline
 
 EVAL_PATH = "jaxlm.evaluation.evaluate"
 
@@ -50,6 +50,9 @@ def _batches(run, split: str | None, max_batches: int, stride: int) -> list[dict
   if carried and stride > 1:
     raise ValueError("evaluate(stride>1) skips windows, which breaks the carried LSTM state "
                      "(model.carry_state). Fix: use stride=1 or max_batches.")
+  if carried and d.doc_unit == "file":  # One stream per split, cut into B lanes.
+    return lanes.stream_eval_batches(d, run.tokenizer, split, jax.process_index(),
+                                     jax.process_count(), max_batches)
   batches = pipeline.eval_batches(d, run.tokenizer, split, jax.process_index(),
                                   jax.process_count(), -1 if stride > 1 else max_batches)
   batches = batches[::stride]

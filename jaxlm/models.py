@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxlm.layers.embeddings import Embed, LearnedPositions, sinusoidal
-from jaxlm.layers.lstm import LSTM
+from jaxlm.layers.lstm import LSTM, weight_init
 from jaxlm.layers.mlp import bias_init, dense_init
 from jaxlm.layers.norms import make_norm
 from jaxlm.layers.transformer import ACT, TransformerConfig, TransformerStack, dataclass_from_config
@@ -77,6 +77,8 @@ class LSTMConfig:
   dtype: str = "float32"
   param_dtype: str = "float32"
   max_len: int = 512  # Context used when sampling (an LSTM itself has no length limit).
+  init_scale: float = 0.0  # > 0: every weight uniform in [-init_scale, init_scale].
+  lstm_unroll: int = 1  # Time steps unrolled per scan iteration (speed only).
 
   @property
   def padded_vocab(self) -> int:
@@ -110,7 +112,7 @@ class LSTMLM(nn.Module):
     del segment_ids_BL  # Document starts come from positions.
     c = self.cfg
     dt, pdt = jnp.dtype(c.dtype), jnp.dtype(c.param_dtype)
-    embed = Embed(c.padded_vocab, c.emb_dim, dt, pdt, name="embed")
+    embed = Embed(c.padded_vocab, c.emb_dim, dt, pdt, name="embed", init_scale=c.init_scale)
     drop = nn.Dropout(c.dropout)
     x_BLD = drop(embed(ids_BL), deterministic=deterministic)
     x_BLD = nn.with_logical_constraint(x_BLD, ACT)
@@ -118,8 +120,8 @@ class LSTMLM(nn.Module):
     new_c, new_h = [], []
     for i in range(c.num_layers):
       layer_carry = None if carry is None else (carry["c"][i], carry["h"][i])
-      x_BLD, (c_BH, h_BH) = LSTM(c.hidden, dt, pdt, name=f"lstm_{i}")(x_BLD, layer_carry,
-                                                                      reset_BL)
+      x_BLD, (c_BH, h_BH) = LSTM(c.hidden, dt, pdt, c.init_scale, c.lstm_unroll,
+                                 name=f"lstm_{i}")(x_BLD, layer_carry, reset_BL)
       x_BLD = drop(x_BLD, deterministic=deterministic)
       new_c.append(c_BH)
       new_h.append(h_BH)
@@ -133,7 +135,8 @@ class LSTMLM(nn.Module):
       logits_BLV = embed.attend(x_BLD)
     else:
       logits_BLV = nn.Dense(c.padded_vocab, dtype=dt, param_dtype=pdt, use_bias=False,
-                            kernel_init=dense_init(("embed", "vocab")), name="lm_head")(x_BLD)
+                            kernel_init=weight_init(("embed", "vocab"), c.init_scale),
+                            name="lm_head")(x_BLD)
     # An output bias (as in the classic LSTM LMs): the bounded LSTM output alone makes the
     # unigram distribution slow to learn.
     bias_V = self.param("output_bias", bias_init(("vocab",)), (c.padded_vocab,), pdt)

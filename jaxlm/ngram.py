@@ -6,9 +6,14 @@ and reports loss in nats/token (EOS included). Token ids follow
 
 Choices, all following Chen & Goodman (1998) and KenLM (Heafield et al. 2013) unless noted:
 
-* Padding. Each document is `[BOS] * (order - 1) + doc + [EOS]`; every doc token and the EOS
-  are predicted, BOS padding is only context. A query context is used as given (its longest
-  suffix of at most `order - 1` ids): a caller who wants "start of document" passes BOS ids.
+* Padding. Each document is `[BOS] * bos_pad + doc + [EOS]`; every doc token and the EOS
+  are predicted, BOS padding is only context, and no n-gram reaches before the padding.
+  `bos_pad=1` (default) is SRILM's and KenLM's `<s> doc </s>`: the first word's highest order is
+  the bigram `<s> w`. `bos_pad=order-1` (this module's old default) repeats `<s>` so every
+  position has full-order n-grams; the same counts are then discounted and interpolated at
+  every order, which smooths sentence starts more than the standard model (PTB valid KN5:
+  153.6 vs 148.5). A query context is used as given (its longest suffix of at most
+  `order - 1` ids): a caller who wants "start of document" passes a BOS id.
 * Predictable vocabulary. PAD and BOS are never predicted: they get probability 0 and the
   uniform floor is `1 / (vocab_size - 2)` over the other ids (EOS, UNK and the other specials
   included), so every distribution sums to 1 over the predictable ids. UNK is an ordinary
@@ -80,6 +85,7 @@ class KneserNeyLM:
       order: int,
       vocab_size: int,
       discount_fallback: Sequence[float] = DEFAULT_DISCOUNT_FALLBACK,
+      bos_pad: int = 1,
   ):
     if order < 1:
       raise ValueError(f"order must be >= 1, got {order}.")
@@ -88,6 +94,9 @@ class KneserNeyLM:
     fallback = tuple(float(d) for d in discount_fallback)
     if len(fallback) != 3 or not all(0 < d <= r for r, d in enumerate(fallback, start=1)):
       raise ValueError(f"discount_fallback must be (D1, D2, D3+) with 0 < D_r <= r: {fallback}")
+    if not 1 <= bos_pad <= max(order - 1, 1):
+      raise ValueError(f"bos_pad must be in [1, order-1={max(order - 1, 1)}], got {bos_pad}.")
+    self.bos_pad = int(bos_pad)
     self.order = int(order)
     self.vocab_size = int(vocab_size)
     self.discount_fallback = fallback
@@ -118,9 +127,10 @@ class KneserNeyLM:
       cur[idx] = inv.reshape(-1)
       ids.append(cur)
       keys.append(uniq)
-    pred = np.flatnonzero(pos >= n - 1)  # Predicted positions: doc tokens and EOS.
+    pred_all = np.flatnonzero(pos >= self.bos_pad)  # Predicted positions: doc tokens and EOS.
     counts: list = [None]
     for k in range(1, n + 1):
+      pred = pred_all[pos[pred_all] >= k - 1]  # Where a k-gram exists (not before the padding).
       grams = ids[k][pred]
       size = vocab if k == 1 else len(keys[k])
       raw = np.bincount(grams, minlength=size)
@@ -128,8 +138,9 @@ class KneserNeyLM:
         counts.append(raw)
         continue
       # Continuation count: number of distinct (k+1)-grams that end in this k-gram.
-      _, first = np.unique(ids[k + 1][pred], return_index=True)
-      adjusted = np.bincount(grams[first], minlength=size)
+      ext = pred[ids[k + 1][pred] >= 0]
+      _, first = np.unique(ids[k + 1][ext], return_index=True)
+      adjusted = np.bincount(ids[k][ext][first], minlength=size)
       if k >= 2:
         bos_initial = grams[toks[pred - k + 1] == BOS_ID]
         adjusted[bos_initial] = raw[bos_initial]
@@ -280,8 +291,8 @@ class KneserNeyLM:
     return arr
 
   def _pad(self, sequences: Iterable) -> tuple[np.ndarray, np.ndarray]:
-    """Concatenated `[BOS]*(order-1) + doc + [EOS]` streams and each position's in-doc index."""
-    n = self.order
+    """Concatenated `[BOS]*bos_pad + doc + [EOS]` streams and each position's in-doc index."""
+    n = self.bos_pad + 1
     docs = [self._check_ids(s) for s in sequences]
     for d in docs:
       if np.any((d == PAD_ID) | (d == BOS_ID)):
@@ -333,7 +344,7 @@ class KneserNeyLM:
   def _token_probs(self, sequences: Iterable) -> np.ndarray:
     toks, pos = self._pad(sequences)
     ids = self._lookup_windows(toks, pos)
-    pred = np.flatnonzero(pos >= self.order - 1)
+    pred = np.flatnonzero(pos >= self.bos_pad)
     return self._interpolate(ids, pred, toks[pred])
 
   @staticmethod
@@ -349,6 +360,7 @@ class KneserNeyLM:
     arrays = {
         "format_version": np.array(_FORMAT_VERSION),
         "order": np.array(self.order),
+        "bos_pad": np.array(self.bos_pad),
         "vocab_size": np.array(self.vocab_size),
         "discounts": self.discounts,
         "discount_fallback": np.array(self.discount_fallback),
@@ -369,7 +381,8 @@ class KneserNeyLM:
       if version != _FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported n-gram format version {version}.")
       order = int(z["order"])
-      lm = cls(order, int(z["vocab_size"]), tuple(z["discount_fallback"]))
+      bos_pad = int(z["bos_pad"]) if "bos_pad" in z else order - 1  # Files from before bos_pad.
+      lm = cls(order, int(z["vocab_size"]), tuple(z["discount_fallback"]), bos_pad)
       keys = [None, None] + [z[f"keys_{j}"] for j in range(2, order + 1)]
       counts = [None] + [z[f"counts_{k}"] for k in range(1, order + 1)]
       lm._finalize(keys, counts, discounts=z["discounts"])
@@ -378,6 +391,6 @@ class KneserNeyLM:
 
   def __repr__(self) -> str:
     return (
-        f"KneserNeyLM(order={self.order}, vocab_size={self.vocab_size},"
+        f"KneserNeyLM(order={self.order}, vocab_size={self.vocab_size}, bos_pad={self.bos_pad},"
         f" ngrams={self.num_ngrams})"
     )

@@ -1,4 +1,10 @@
-"""Optimizer and learning-rate schedule from `config.optimizer`."""
+"""Optimizer and learning-rate schedule from `config.optimizer`.
+
+`optimizer.name`: `adamw` (default) or `sgd` (plain SGD, no momentum, as the classic LSTM LM
+recipes use). `optimizer.schedule='step_decay'`: the epoch-based staircase of Zaremba et al.
+(2014): epochs 1..decay_start_epoch at the peak, then x decay_factor per epoch
+(`optax.exponential_decay` with `staircase=True`, one transition per `steps_per_epoch`).
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,9 @@ NO_DECAY_NAMES = ("embedding", "pos_embedding", "bias", "scale")
 
 
 def learning_rate_schedule(o, num_train_steps: int) -> optax.Schedule:
-  """Linear warmup to the peak, then cosine/linear decay to end_lr_factor*peak (or flat)."""
+  """Linear warmup to the peak, then cosine/linear decay to end_lr_factor*peak, flat, or the
+  epoch staircase `step_decay` (lr in epoch e = peak * decay_factor^max(e - decay_start_epoch, 0),
+  epochs counted from 1)."""
   peak, end = o.learning_rate, o.learning_rate * o.end_lr_factor
   warmup = min(o.warmup_steps, max(num_train_steps - 1, 0))
   decay_steps = max(num_train_steps - warmup, 1)
@@ -17,6 +25,10 @@ def learning_rate_schedule(o, num_train_steps: int) -> optax.Schedule:
     after = optax.cosine_decay_schedule(peak, decay_steps, alpha=o.end_lr_factor)
   elif o.schedule == "linear":
     after = optax.linear_schedule(peak, end, decay_steps)
+  elif o.schedule == "step_decay":
+    after = optax.exponential_decay(
+        peak, transition_steps=o.steps_per_epoch, decay_rate=o.decay_factor,
+        transition_begin=(o.decay_start_epoch - 1) * o.steps_per_epoch, staircase=True)
   else:
     after = optax.constant_schedule(peak)
   if not warmup:
@@ -36,9 +48,14 @@ def decay_mask(params) -> object:
 
 def make_optimizer(o, num_train_steps: int) -> tuple[optax.GradientTransformation,
                                                       optax.Schedule]:
-  """AdamW with global-norm clipping; returns the transform and its LR schedule."""
+  """AdamW or plain SGD with global-norm clipping; returns the transform and its LR schedule."""
   schedule = learning_rate_schedule(o, num_train_steps)
   parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
-  parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
-                           mask=decay_mask))
+  if o.name == "sgd":
+    if o.weight_decay:
+      parts.append(optax.add_decayed_weights(o.weight_decay, mask=decay_mask))
+    parts.append(optax.sgd(schedule))
+  else:
+    parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
+                             mask=decay_mask))
   return optax.chain(*parts), schedule

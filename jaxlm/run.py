@@ -18,26 +18,13 @@ from jaxlm import config as config_lib
 from jaxlm import distributed, models, objectives, optim, resilience, sharding
 from jaxlm.data import sources
 from jaxlm.data import tokenizers as tok_lib
+from jaxlm.flops import flops_per_token
 from jaxlm.steps import TrainState, eval_step, train_step
 
 SUM_KEYS = ("loss_sum", "weight_sum", "correct_sum", "byte_sum")  # What `eval_step` sums.
 
 INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0,
                          "xla_llvm_disable_expensive_passes": True}
-
-
-def flops_per_token(non_embedding_params: int, vocab: int, cfg) -> float:
-  """Training FLOPs per token: 6 * (matmul params incl. the output projection) + attention.
-
-  Attention (QK^T and AV) costs 12 * layers * seq_len * width per token (fwd + bwd),
-  as in nanoGPT's `estimate_mfu` and the PaLM appendix.
-  """
-  m = cfg.model
-  attn_width = (m.head_dim or m.emb_dim // m.num_heads) * m.num_heads
-  if m.family == "lstm":  # No attention; the recurrent matmuls are in the parameter count.
-    attn_width = 0
-  return 6.0 * (non_embedding_params + vocab * m.emb_dim) + 12.0 * m.num_layers * \
-      cfg.data.seq_len * attn_width
 
 
 class Run:
@@ -94,7 +81,8 @@ class Run:
         self.state_shardings)
     total, non_emb = models.count_params(abstract.params)
     self.num_params, self.num_non_embedding = total, non_emb
-    self.flops_per_token = flops_per_token(non_emb, self.tokenizer.vocab_size, self.config)
+    self.flops_per_token = flops_per_token(abstract.params, self.config,
+                                           self.tokenizer.vocab_size)
 
   def init_state(self) -> TrainState:
     """Parameters and optimizer state, created directly in their shardings.

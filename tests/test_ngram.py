@@ -14,13 +14,13 @@ from jaxlm.ngram import KneserNeyLM, modified_kn_discounts
 A, B, C = 7, 8, 9  # Ordinary tokens of the hand-computed example; vocab_size = 10.
 
 
-def _reference_model(docs, order: int, vocab: int):
+def _reference_model(docs, order: int, vocab: int, bos_pad: int = 1):
   """Slow, literal dict-of-tuples implementation of the documented model: context -> p(.)."""
   raw = [Counter() for _ in range(order + 1)]
   for d in docs:
-    s = [BOS_ID] * (order - 1) + [int(t) for t in d] + [EOS_ID]
-    for i in range(order - 1, len(s)):
-      for k in range(1, order + 1):
+    s = [BOS_ID] * bos_pad + [int(t) for t in d] + [EOS_ID]
+    for i in range(bos_pad, len(s)):
+      for k in range(1, min(order, i + 1) + 1):  # No n-gram reaches before the padding.
         raw[k][tuple(s[i - k + 1 : i + 1])] += 1
   adj = [None] * (order + 1)
   adj[order] = dict(raw[order])
@@ -132,8 +132,9 @@ def test_bigram_matches_hand_computation():
   assert abs(nll - -(math.log(23 / 200) + math.log(19 / 240))) < 1e-12
 
 
+@pytest.mark.parametrize("full_pad", [False, True])
 @pytest.mark.parametrize("zipf", [False, True])
-def test_matches_reference_implementation(zipf):
+def test_matches_reference_implementation(zipf, full_pad):
   rng = np.random.default_rng(1)
   vocab = 60 if zipf else 14
   if zipf:  # Skewed counts: most orders use the closed-form discounts.
@@ -146,8 +147,9 @@ def test_matches_reference_implementation(zipf):
   contexts += [list(rng.integers(0, vocab, size=rng.integers(1, 5))) for _ in range(15)]
   formula_used = []
   for order in (1, 2, 3, 4):
-    lm = KneserNeyLM(order, vocab).fit(docs)
-    reference, formula = _reference_model(docs, order, vocab)
+    pad = max(order - 1, 1) if full_pad else 1
+    lm = KneserNeyLM(order, vocab, bos_pad=pad).fit(docs)
+    reference, formula = _reference_model(docs, order, vocab, pad)
     assert [not f for f in lm.discount_fallback_used] == formula
     formula_used += formula
     for ctx in contexts:
@@ -177,8 +179,8 @@ def test_distributions_normalised(order):
     assert abs(math.exp(lm.log_prob(ctx, w)) - lm.distribution(ctx)[w]) < 1e-14
   # score() is the sum of log_prob with the documented padding.
   doc = docs[3]
-  s = [BOS_ID] * (order - 1) + doc.tolist() + [EOS_ID]
-  want = -sum(lm.log_prob(s[max(0, i - order + 1) : i], s[i]) for i in range(order - 1, len(s)))
+  s = [BOS_ID] + doc.tolist() + [EOS_ID]
+  want = -sum(lm.log_prob(s[max(0, i - order + 1) : i], s[i]) for i in range(1, len(s)))
   nll, num = lm.score(doc)
   assert num == len(doc) + 1 and abs(nll - want) < 1e-9
 
@@ -305,3 +307,21 @@ def test_input_validation_and_unfitted_model():
   with pytest.raises(ValueError):
     KneserNeyLM(0, 10)
   assert lm.fit([np.array([], np.int32), []]).count([EOS_ID]) == 1
+
+
+def test_single_bos_padding_differs_from_repeated_bos_at_sentence_starts():
+  """SRILM/KenLM's `<s> w`: the first word's highest order is the bigram. Repeating <s> to
+  order-1 (the old default) discounts the same counts once per order: other probabilities."""
+  docs = _structured_docs(np.random.default_rng(3), 200)
+  single = KneserNeyLM(4, 50).fit(docs)
+  full = KneserNeyLM(4, 50, bos_pad=3).fit(docs)
+  first = docs[0][0]
+  assert single.count([BOS_ID, first]) > 0 and single.count([BOS_ID, BOS_ID, first]) == 0
+  assert full.count([BOS_ID, BOS_ID, BOS_ID, first]) > 0
+  # The bigram <s> w is the whole story for a first word in the standard model.
+  assert abs(single.log_prob([BOS_ID], first) - single.log_prob([5, 6, BOS_ID], first)) < 1e-12
+  assert abs(single.log_prob([BOS_ID], first) - full.log_prob([BOS_ID] * 3, first)) > 1e-3
+  # Mid-sentence n-grams (no BOS in reach) are counted identically.
+  assert single.count(list(docs[0][5:9])) == full.count(list(docs[0][5:9]))
+  with pytest.raises(ValueError, match="bos_pad"):
+    KneserNeyLM(4, 50, bos_pad=4)

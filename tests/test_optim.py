@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from jaxlm import models, optim
 from jaxlm.config import base_config
@@ -29,3 +30,65 @@ def test_weight_decay_skips_norms_biases_and_embeddings():
   assert not any(v for k, v in flat.items() if "embedding" in k or "bias" in k or "norm" in k)
   assert all(v for k, v in flat.items() if k.endswith("kernel/value") or k.endswith("kernel"))
   assert any(flat.values())
+
+
+def _step_decay(spe=10, start=4, factor=0.5):
+  o = base_config().optimizer
+  o.name, o.schedule, o.learning_rate, o.warmup_steps = "sgd", "step_decay", 1.0, 0
+  o.steps_per_epoch, o.decay_start_epoch, o.decay_factor = spe, start, factor
+  return o
+
+
+def test_step_decay_is_zarembas_epoch_staircase():
+  o = _step_decay(spe=10, start=4, factor=0.5)
+  sched = optim.learning_rate_schedule(o, num_train_steps=130)
+  for step in range(130):
+    epoch = step // 10 + 1  # ptb_word_lm.py: lr_decay = 0.5 ** max(i + 1 - max_epoch, 0).
+    np.testing.assert_allclose(float(sched(step)), 0.5 ** max(epoch - 4, 0), rtol=1e-6)
+  assert float(sched(39)) == 1.0 and float(sched(40)) == 0.5  # Negative control: it does decay.
+
+
+def test_sgd_is_plain_sgd_after_clipping():
+  o = _step_decay(spe=2, start=1, factor=0.5)
+  o.grad_clip = 1.0
+  tx, _ = optim.make_optimizer(o, num_train_steps=10)
+  params = {"w": jnp.array([1.0, 2.0])}
+  state = tx.init(params)
+  g = {"w": jnp.array([3.0, 4.0])}  # Norm 5: clipped to norm 1.
+  lrs = [1.0, 1.0, 0.5, 0.5, 0.25]
+  for lr in lrs:
+    updates, state = tx.update(g, state, params)
+    np.testing.assert_allclose(updates["w"], -lr * np.array([0.6, 0.8]), rtol=1e-6)
+  adam, _ = optim.make_optimizer(base_config().optimizer, num_train_steps=10)
+  upd, _ = adam.update(g, adam.init(params), params)
+  assert not np.allclose(upd["w"], -np.array([0.6, 0.8]))  # Negative control: adamw differs.
+
+
+def test_summed_over_time_gradient_equals_scaled_lr_and_clip():
+  """ptb_word_lm.py sums the T per-step batch means (gradient T*g): lr 1, clip 5 there is
+  lr T, clip 5/T on jaxlm's per-token mean g (configs/ptb.py relies on this)."""
+  t = 20
+  g = {"w": jnp.array([0.3, -0.1, 0.05])}
+  params = {"w": jnp.zeros(3)}
+  ref = optax.chain(optax.clip_by_global_norm(5.0), optax.sgd(1.0))
+  ours = optax.chain(optax.clip_by_global_norm(5.0 / t), optax.sgd(float(t)))
+  for scale in (1.0, 100.0):  # Unclipped and clipped.
+    gs = jax.tree.map(lambda x, s=scale: x * s, g)
+    u_ref, _ = ref.update(jax.tree.map(lambda x: x * t, gs), ref.init(params))
+    u_ours, _ = ours.update(gs, ours.init(params))
+    np.testing.assert_allclose(u_ours["w"], u_ref["w"], rtol=1e-6)
+
+
+def test_step_decay_and_sgd_validated():
+  import pytest
+
+  from jaxlm.config import ConfigError, validate
+  c = base_config()
+  c.optimizer.schedule = "step_decay"
+  with pytest.raises(ConfigError, match="steps_per_epoch.*Fix"):
+    validate(c, 1)
+  c.optimizer.steps_per_epoch = 10
+  validate(c, 1)
+  c.optimizer.name = "sgdd"
+  with pytest.raises(ConfigError, match="optimizer.name.*Fix"):
+    validate(c, 1)

@@ -8,7 +8,7 @@
 `throughput` compiles the real train step (timed), runs warm-up steps, then
 times `--steps` steps one by one (each waited for: the median is the steady
 state step time) and once more back to back as the training loop dispatches
-them (tokens/s of the loop). Model FLOPs/token is `train.flops_per_token`:
+them (tokens/s of the loop). Model FLOPs/token is `flops.flops_per_token`:
 6 * (non-embedding params + vocab * width) + 12 * layers * seq_len * attention width.
 MFU divides achieved FLOP/s by a peak measured on the spot (a large jitted fp32
 matmul) unless `--peak_flops` gives one. `time_to_loss` trains the recipe and

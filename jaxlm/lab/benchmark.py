@@ -8,8 +8,9 @@ import resource
 import tempfile
 import time
 
-FLOPS_FORMULA = ("6 * (non_embedding_params + vocab * emb_dim) + "
-                 "12 * num_layers * seq_len * num_heads * head_dim")
+from jaxlm import flops
+
+FLOPS_FORMULA = flops.FORMULA  # Real matmuls only, per family: see jaxlm/flops.py.
 
 
 def measure_peak_flops(n: int = 2048, reps: int = 8) -> float:

@@ -23,9 +23,13 @@ class Embed(nn.Module):
   features: int
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
+  init_scale: float = 0.0  # > 0: uniform(-init_scale, init_scale) (the classic LSTM LMs).
 
   def setup(self):
     init = nn.initializers.normal(stddev=1.0 / math.sqrt(self.features))
+    if self.init_scale:
+      init = lambda k, s, d=jnp.float32: jax.random.uniform(k, s, d, -self.init_scale,
+                                                            self.init_scale)
     self.embedding = self.param(
         "embedding", nn.with_logical_partitioning(init, ("vocab", "embed")),
         (self.num_embeddings, self.features), self.param_dtype)

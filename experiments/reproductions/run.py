@@ -1,0 +1,81 @@
+"""Runs one reproduction through the CLI and records its result file.
+
+  python experiments/reproductions/run.py --task=ptb_kn5
+  python experiments/reproductions/run.py --task=ptb_lstm_small_1epoch --timeout=1500
+
+Runs `python -m jaxlm.main` with the task's exact arguments (workdir under /tmp), then writes
+`experiments/reproductions/results/<task>.json`: the command, wall time, exit code, machine
+(CPU model, cores, load average before/after, JAX backend) and every row of the run's
+metrics.jsonl. `table.py` builds the README's table from these files only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+PTB = ["--config.data.path=../shared/data/ptb/ptb.train.txt",
+       "--config.data.eval_path=../shared/data/ptb/ptb.valid.txt"]
+
+# task -> (config, extra flags, reference: paper, metric, number, what the run is).
+TASKS = {
+    "ptb_kn5": ("configs/ptb.py:kn5", PTB, {
+        "paper": "Mikolov et al. 2011 (KN5, SRILM), PTB valid", "metric": "eval_ppl",
+        "number": 148.0, "note": "full recipe"}),
+    "ptb_lstm_small_1epoch": ("configs/ptb.py:lstm_small", PTB + [
+        "--config.stop_after_steps=2323", "--config.eval_every_steps=500"], {
+        "paper": "Zaremba et al. 2014 small, PTB valid after 13 epochs", "metric": "eval_ppl",
+        "number": 120.7, "note": "sanity check: 1 of 13 epochs at most (stopped early), "
+                                 "on a shared, loaded 2-core machine"}),
+}
+
+
+def machine() -> dict:
+  cpu = ""
+  if os.path.exists("/proc/cpuinfo"):
+    with open("/proc/cpuinfo") as f:
+      cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                 "")
+  return {"cpu": cpu or platform.processor(), "cores": os.cpu_count(),
+          "platform": platform.platform(), "python": platform.python_version()}
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--task", required=True, choices=sorted(TASKS))
+  ap.add_argument("--timeout", type=float, default=3600, help="Seconds; the run is then stopped.")
+  args = ap.parse_args()
+  config, extra, reference = TASKS[args.task]
+  workdir = os.path.join("/tmp", "jaxlm_repro", args.task)
+  shutil.rmtree(workdir, ignore_errors=True)
+  cmd = [sys.executable, "-m", "jaxlm.main", f"--config={config}", f"--workdir={workdir}", *extra]
+  shown = " ".join(["python", *cmd[1:]])
+  load_before = os.getloadavg()
+  t0 = time.time()
+  try:
+    rc = subprocess.run(cmd, cwd=REPO, timeout=args.timeout).returncode
+  except subprocess.TimeoutExpired:
+    rc = "timeout"
+  wall = time.time() - t0
+  metrics = os.path.join(workdir, "metrics.jsonl")
+  rows = [json.loads(x) for x in open(metrics)] if os.path.exists(metrics) else []
+  out = {"task": args.task, "command": shown, "returncode": rc, "wall_s": round(wall, 1),
+         "machine": {**machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
+         "reference": reference, "metrics": rows}
+  os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
+  path = os.path.join(HERE, "results", f"{args.task}.json")
+  with open(path, "w") as f:
+    json.dump(out, f, indent=1)
+  print(f"wrote {path}: rc={rc}, {wall:.0f}s, {len(rows)} metric rows")
+
+
+if __name__ == "__main__":
+  main()
