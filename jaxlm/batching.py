@@ -30,6 +30,7 @@ import numpy as np
 from jaxlm.generate import MIN_PROMPT_BUCKET, Generator, bucket, sample_logits
 
 TOP_K_LOGPROBS = 5  # Most alternatives a request may ask for (OpenAI's `logprobs` limit).
+MAX_CHUNK = 16  # Decode steps per device call: a power of two <= every active row's remaining.
 
 
 class QueueFull(RuntimeError):
@@ -67,7 +68,8 @@ class Engine:
     # Rows: a multiple of the mesh's data-parallel size (`Generator._batch_size`).
     self.gen, self.slots, self.max_queue = gen, gen._batch_size(int(slots)), int(max_queue)
     self.tok = gen.tokenizer
-    self.prompt_room = bucket(gen.max_context, MIN_PROMPT_BUCKET)  # Index never drops below.
+    # The shared index never drops below this (room to insert any prompt below it).
+    self.prompt_room = bucket(gen.max_context, 2 * MAX_CHUNK)
     self.cache_len = 2 * self.prompt_room
     self.waiting: collections.deque[Request] = collections.deque()
     self.active: list[Request | None] = [None] * self.slots
@@ -75,7 +77,7 @@ class Engine:
     self.stopped = False
     self.steps = 0  # Batched decode steps run (for tests and logs).
     self._insert = jax.jit(self._insert_fn, donate_argnums=(0,))
-    self._step = jax.jit(self._step_fn, donate_argnums=(1,))
+    self._step = jax.jit(self._chunk_fn, static_argnames=("k",), donate_argnums=(1,))
     self._shift = jax.jit(self._shift_fn, static_argnames=("d",), donate_argnums=(0,))
     self.thread = threading.Thread(target=self._loop, name="jaxlm-engine", daemon=True)
     self._state = None
@@ -152,6 +154,18 @@ class Engine:
     new_logits = jnp.where(active_S[:, None], logits_S1V[:, 0].astype(jnp.float32), 0.0)
     return ({"cache": upd["cache"], "logits": new_logits}, tok_S, chosen_S, top_id_SK,
             top_lp_SK)
+
+  def _chunk_fn(self, params, state, pos_S, active_S, step_S, seed_S, temp_S, topk_S, topp_S, *,
+                k: int):
+    """`k` decode steps in one call; outputs stacked [k, S, ...]."""
+    def body(carry, _):
+      state, pos_S, step_S = carry
+      state, *out = self._step_fn(params, state, pos_S, active_S, step_S, seed_S, temp_S,
+                                  topk_S, topp_S)
+      return (state, pos_S + 1, step_S + 1), out
+    (state, _, _), (tok, lp, top_id, top_lp) = jax.lax.scan(body, (state, pos_S, step_S),
+                                                             length=k)
+    return state, tok, lp, top_id, top_lp
 
   def _shift_fn(self, cache, *, d: int):
     """Moves every row `d` slots left (dropping the oldest); the index drops by d."""
@@ -239,8 +253,11 @@ class Engine:
         self._finish(row, "cancelled")
     if not any(act):
       return
-    if self._index >= self.cache_len:
-      d = self.cache_len - self.prompt_room
+    remaining = min(r.max_new_tokens - r.step for r, a in zip(self.active, act, strict=True)
+                    if a)
+    k = min(MAX_CHUNK, 1 << (max(remaining, 1).bit_length() - 1))
+    if self._index + k > self.cache_len:  # index > C - 16: every live entry is >= d.
+      d = self.cache_len - self.prompt_room - MAX_CHUNK  # One fixed shift: one program.
       self._state["cache"] = self._shift(self._state["cache"], d=d)
       self._index -= d
     col = lambda f, dt: np.array([f(r) if a else 0 for r, a in zip(self.active, act,
@@ -251,28 +268,28 @@ class Engine:
           col(lambda r: r.step, np.int32), col(lambda r: r.seed, np.uint32),
           col(lambda r: r.temperature, np.float32), col(lambda r: r.top_k, np.int32),
           np.array([r.top_p if a else 1.0 for r, a in zip(self.active, act, strict=True)],
-                   np.float32))
-    self.steps += 1
-    self._index += 1
+                   np.float32), k=k)
+    self.steps += k
+    self._index += k
     tok, lp, top_id, top_lp = map(np.asarray, (tok, lp, top_id, top_lp))
     now = time.time()
     for row in range(s):
       r = self.active[row]
       if not act[row] or r is None:
         continue
-      t = int(tok[row])
-      r.tokens.append(t)
-      r.logprobs.append(float(lp[row]))
-      r.top.append([(int(i), float(v)) for i, v in zip(top_id[row], top_lp[row], strict=True)])
-      r.first_token_time = r.first_token_time or now
-      r.pos, r.step = r.pos + 1, r.step + 1
-      r.events.put(t)
-      if t == self.tok.eos_id:
-        self._finish(row)
-      elif r.step >= r.max_new_tokens:
-        self._finish(row)
-      elif r.stop and self.gen._stop_index(r.tokens, r.stop) is not None:
-        self._finish(row)
+      for j in range(k):  # Tokens past a row's end (EOS, stop) are dropped with it.
+        t = int(tok[j, row])
+        r.tokens.append(t)
+        r.logprobs.append(float(lp[j, row]))
+        r.top.append([(int(i), float(v)) for i, v in zip(top_id[j, row], top_lp[j, row],
+                                                         strict=True)])
+        r.first_token_time = r.first_token_time or now
+        r.pos, r.step = r.pos + 1, r.step + 1
+        r.events.put(t)
+        if t == self.tok.eos_id or r.step >= r.max_new_tokens or (
+            r.stop and self.gen._stop_index(r.tokens, r.stop) is not None):
+          self._finish(row)
+          break
 
   def _fail_all(self, message: str) -> None:
     with self.cv:

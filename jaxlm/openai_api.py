@@ -99,8 +99,11 @@ def parse(service, raw: bytes) -> dict:
     opts = service.options(b, "max_tokens", longest)
   if len(prompts) * n > MAX_N:
     raise BadRequest(f"{len(prompts)} prompts x n={n} choices; at most {MAX_N} per request.")
+  so = body.get("stream_options") or {}
+  if not isinstance(so, dict) or set(so) - {"include_usage"}:
+    raise BadRequest("'stream_options' may only hold 'include_usage'.")
   return {"prompts": prompts, "n": n, "echo": echo, "stream": stream, "logprobs": logprobs,
-          "opts": opts}
+          "opts": opts, "include_usage": bool(so.get("include_usage"))}
 
 
 def prompt_logprobs(service, ids: list[int], k: int) -> tuple[list, list]:
@@ -277,6 +280,13 @@ def _stream(service, handler, req, jobs, cid, created, model) -> None:
           if len(now) > len(sent[index]) and now.startswith(sent[index]):
             send(index, now[len(sent[index]):])
             sent[index] = now
+    if req["include_usage"]:  # OpenAI's stream_options: a last chunk with the token counts.
+      prompt_tokens = sum(len(p) for p in req["prompts"])
+      done = sum(len(r.ids_out) for r in reqs)
+      handler.wfile.write(("data: " + json.dumps({
+          "id": cid, "object": "text_completion", "created": created, "model": model,
+          "choices": [], "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": done,
+                                   "total_tokens": prompt_tokens + done}}) + "\n\n").encode())
     handler.wfile.write(b"data: [DONE]\n\n")
     handler.wfile.flush()
     service.served += len(reqs)

@@ -99,6 +99,10 @@ def test_openai_client_completions_with_and_without_streaming(server, gen):
                                           temperature=0.8, seed=3, stream=True))
   assert "".join(c.choices[0].text for c in chunks) == want.text
   assert chunks[-1].choices[0].finish_reason in ("length", "stop")
+  chunks = list(client.completions.create(model="m", prompt="Hello", max_tokens=8, seed=3,
+                                          temperature=0.8, stream=True,
+                                          stream_options={"include_usage": True}))
+  assert chunks[-1].usage.completion_tokens == len(want.ids) and not chunks[-1].choices
   # Token-id prompts, n choices (seed + j), several prompts.
   r = client.completions.create(model="m", prompt=[[72, 101], [104]], max_tokens=3, n=2,
                                 temperature=1.0, seed=5)
