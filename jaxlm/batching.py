@@ -64,7 +64,7 @@ class Request:
 class Engine:
   """Decodes up to `slots` requests together; `submit` queues at most `max_queue`."""
 
-  def __init__(self, gen: Generator, slots: int = 8, max_queue: int = 64):
+  def __init__(self, gen: Generator, slots: int = 8, max_queue: int = 64, warmup: bool = False):
     # Rows: a multiple of the mesh's data-parallel size (`Generator._batch_size`).
     self.gen, self.slots, self.max_queue = gen, gen._batch_size(int(slots)), int(max_queue)
     self.tok = gen.tokenizer
@@ -82,6 +82,7 @@ class Engine:
     self.thread = threading.Thread(target=self._loop, name="jaxlm-engine", daemon=True)
     self._state = None
     self._index = self.prompt_room  # The cache's shared write index, mirrored on the host.
+    self.warmup = warmup  # Compile every chunk size before serving (servers; not tests).
 
   # ------------------------------------------------------------------ public
 
@@ -213,6 +214,16 @@ class Engine:
     import time
     try:
       self._state = self._init_state()
+      ks = [1 << j for j in range(MAX_CHUNK.bit_length())] if self.warmup else []
+      for k in ks:  # All rows inactive: nothing changes but the compile cache.
+        z = np.zeros(self.slots, np.int32)
+        with self.gen._context():
+          self._state, *_ = self._step(self.gen.params, self._state, z, z.astype(bool), z,
+                                       z.astype(np.uint32), z.astype(np.float32), z,
+                                       np.ones(self.slots, np.float32), k=k)
+        self._index += k
+      if ks:
+        self._state, self._index = self._init_state(), self.prompt_room
     except Exception as e:  # noqa: BLE001
       self._fail_all(f"engine start failed: {type(e).__name__}: {e}")
       return

@@ -74,12 +74,13 @@ class Service:
   FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop")
 
   def __init__(self, generator: Generator, max_new_tokens: int = 256, info: dict | None = None,
-               slots: int = 8, max_queue: int = 64):
+               slots: int = 8, max_queue: int = 64, warmup: bool = False):
     self.gen = generator
     self.max_new_tokens = max_new_tokens
     self.info = info or {}
     self.lock = threading.Lock()
-    self.engine = batching.Engine(generator, slots, max_queue).start() if slots > 0 else None
+    self.engine = (batching.Engine(generator, slots, max_queue, warmup).start() if slots > 0
+                   else None)
     self.max_queue = max_queue
     self.serial_waiting = 0
     self.served = 0  # Completed generations.
@@ -304,6 +305,8 @@ def main(argv=None) -> int:
   flags.DEFINE_integer("max_connections", MAX_CONNECTIONS, "Open connections; beyond: 503.",
                        flag_values=f)
   flags.DEFINE_bool("int8", False, "Serve int8-quantized weights.", flag_values=f)
+  flags.DEFINE_bool("warmup", False, "Compile every decode-chunk size before the first request "
+                    "(slower start, steadier latency).", flag_values=f)
   flags.DEFINE_integer("max_requests", 0, "Exit after answering this many POST requests "
                        "(0 = never).", flag_values=f)
   f(argv if argv is not None else sys.argv)
@@ -325,7 +328,7 @@ def main(argv=None) -> int:
   gen = Generator(m.model, params, m.tokenizer, m.mesh, m.rules)
   service = Service(gen, f.max_new_tokens, {"workdir": f.workdir, "step": m.step,
                                             "int8": f.int8, "context": gen.max_context},
-                    f.slots, f.max_queue)
+                    f.slots, f.max_queue, warmup=f.warmup)
   server = make_server(service, f.host, f.port, f.max_connections)
   print(f"serving {f.workdir} (step {m.step}) on http://{f.host}:{server.server_port}",
         flush=True)

@@ -45,7 +45,8 @@ def serve_random(slots: int, max_queue: int) -> None:
   model = TransformerLM(cfg)
   params = nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
   gen = Generator(model, params, tok, max_context=128)
-  srv = make_server(Service(gen, max_new_tokens=128, slots=slots, max_queue=max_queue),
+  srv = make_server(Service(gen, max_new_tokens=128, slots=slots, max_queue=max_queue,
+                            warmup=True),
                     "127.0.0.1", 0)
   print(f"serving on http://127.0.0.1:{srv.server_port}", flush=True)
   srv.serve_forever()
@@ -56,7 +57,7 @@ def start_server(slots: int, max_queue: int, workdir: str | None):
              PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
   if workdir:
     cmd = [sys.executable, "-m", "jaxlm.serve", f"--workdir={workdir}", "--port=0",
-           f"--slots={slots}", f"--max_queue={max_queue}"]
+           f"--slots={slots}", f"--max_queue={max_queue}", "--warmup"]
   else:
     cmd = [sys.executable, __file__, f"--serve_slots={slots}", f"--max_queue={max_queue}"]
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
