@@ -1,31 +1,42 @@
-"""A small HTTP JSON endpoint on localhost: the model is loaded once, requests queue.
+"""An HTTP JSON server on localhost: continuous batching, `/generate` and OpenAI `/v1/completions`.
 
-  python -m jaxlm.serve --workdir=/tmp/jaxlm --port=8000
+  python -m jaxlm.serve --workdir=/tmp/jaxlm --port=8000 [--slots=16] [--max_queue=64]
   curl -s localhost:8000/generate -d '{"prompt": "The ", "max_new_tokens": 50}'
-  curl -s localhost:8000/health
+  curl -s localhost:8000/v1/completions -d '{"prompt": "The ", "max_tokens": 50, "stream": true}'
+  openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="none").completions.create(...)
 
-`POST /generate` takes a JSON object with `prompt` (required) and optional
-`max_new_tokens`, `temperature`, `top_k`, `top_p`, `seed` and `stop` (a string or
-a list of strings); it answers `{completion, finish_reason, prompt_tokens,
-completion_tokens, seconds}`. Bad input (invalid JSON, unknown fields, wrong types,
-absurd values, a prompt too long for the context) gets a 4xx with a message. Threads
-accept connections concurrently; one lock serializes the model, so concurrent
-requests queue and each gets exactly what it would get alone.
+`POST /generate` takes `prompt` (required) and optional `max_new_tokens`, `temperature`,
+`top_k`, `top_p`, `seed` and `stop`; it answers `{completion, finish_reason, prompt_tokens,
+completion_tokens, seconds}`. `POST /v1/completions` follows OpenAI's completions API
+(see `jaxlm.openai_api`). All requests are decoded together by one `batching.Engine`
+(`--slots` rows); each gets exactly what it would get alone with its seed.
+`--slots=0` serves one request at a time instead (the old server; a benchmark baseline).
+
+Robustness: a bounded queue (429 beyond it), a cap on open connections (503), idle
+connections time out, every error is a JSON object naming the problem, request lines are
+logged with control bytes escaped, and a client that disconnects frees its slot.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import select
+import socket
 import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from jaxlm import batching
 from jaxlm.generate import Generator
 
 MAX_BODY_BYTES = 1 << 20
 MAX_STOP_STRINGS, MAX_STOP_CHARS = 8, 200
+DEFAULT_MAX_NEW_TOKENS = 64
+IDLE_TIMEOUT_S = 30.0  # A connection that sends nothing for this long is closed.
+MAX_CONNECTIONS = 256
+LISTEN_BACKLOG = 256
 
 
 class BadRequest(ValueError):
@@ -39,93 +50,169 @@ def _number(body, name, default, lo, hi, integer=False):
   ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
   if isinstance(v, bool) or not ok_type:
     raise BadRequest(f"'{name}' must be {'an integer' if integer else 'a number'}, got "
-                     f"{json.dumps(v)}.")
-  if not math.isfinite(v) or not lo <= v <= hi:
-    raise BadRequest(f"'{name}'={v} is out of range; use {lo}..{hi}.")
+                     f"{json.dumps(v)[:80]}.")
+  if (isinstance(v, float) and not math.isfinite(v)) or not lo <= v <= hi:  # Ints: exact.
+    raise BadRequest(f"'{name}'={str(v)[:40]} is out of range; use {lo}..{hi}.")
   return v
 
 
+def parse_json(raw: bytes) -> dict:
+  try:
+    body = json.loads(raw.decode("utf-8"))
+  except RecursionError as e:
+    raise BadRequest("The body is nested too deeply to parse; send a flat JSON object.") from e
+  except (UnicodeDecodeError, ValueError) as e:  # ValueError: also over-long integers.
+    raise BadRequest(f"The body is not valid JSON: {str(e)[:200]}.") from e
+  if not isinstance(body, dict):
+    raise BadRequest("The body must be a JSON object like {\"prompt\": \"...\"}.")
+  return body
+
+
 class Service:
-  """Validates requests and runs them one at a time on one `Generator`."""
+  """Validates requests and runs them on one `Generator` through a batching engine."""
 
   FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop")
 
-  def __init__(self, generator: Generator, max_new_tokens: int = 256, info: dict | None = None):
+  def __init__(self, generator: Generator, max_new_tokens: int = 256, info: dict | None = None,
+               slots: int = 8, max_queue: int = 64, warmup: bool = False):
     self.gen = generator
     self.max_new_tokens = max_new_tokens
     self.info = info or {}
     self.lock = threading.Lock()
+    self.engine = (batching.Engine(generator, slots, max_queue, warmup).start() if slots > 0
+                   else None)
+    self.max_queue = max_queue
+    self.serial_waiting = 0
     self.served = 0  # Completed generations.
-    self.responses = 0  # POST /generate answers sent (any status).
+    self.responses = 0  # POST answers sent (any status).
+
+  def options(self, body: dict, max_tokens_key: str, n_prompt: int) -> dict:
+    """Sampling options shared by both APIs; the default length fits the context."""
+    stop = body.get("stop") or []
+    stop = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or \
+        len(stop) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_CHARS for s in stop):
+      raise BadRequest(f"'stop' must be a non-empty string or a list of at most "
+                       f"{MAX_STOP_STRINGS} non-empty strings of <= {MAX_STOP_CHARS} chars.")
+    room = self.gen.max_context - n_prompt
+    default = max(1, min(DEFAULT_MAX_NEW_TOKENS, self.max_new_tokens, room))
+    opts = {
+        "max_new_tokens": _number(body, max_tokens_key, default, 1, self.max_new_tokens, True),
+        "temperature": float(_number(body, "temperature", 1.0, 0.0, 100.0)),
+        "top_k": _number(body, "top_k", 0, 0, self.gen.cfg.vocab_size, True),
+        "top_p": float(_number(body, "top_p", 1.0, 1e-6, 1.0)),
+        "seed": _number(body, "seed", 0, 0, 2**31 - 1, True) if body.get("seed") is not None
+        else 0,
+        "stop": stop,
+    }
+    mnt = opts["max_new_tokens"]
+    if n_prompt + mnt > self.gen.max_context:
+      raise BadRequest(f"The prompt is {n_prompt} tokens; with {max_tokens_key}={mnt} at most "
+                       f"{max(self.gen.max_context - mnt, 0)} fit the model's context of "
+                       f"{self.gen.max_context}. Shorten it or lower {max_tokens_key}.", 413)
+    return opts
 
   def parse(self, raw: bytes) -> dict:
-    try:
-      body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-      raise BadRequest(f"The body is not valid JSON: {e}.") from e
-    if not isinstance(body, dict):
-      raise BadRequest("The body must be a JSON object like {\"prompt\": \"...\"}.")
+    body = parse_json(raw)
     unknown = sorted(set(body) - set(self.FIELDS))
     if unknown:
       raise BadRequest(f"Unknown field(s) {unknown}; allowed: {list(self.FIELDS)}.")
     prompt = body.get("prompt")
     if not isinstance(prompt, str):
       raise BadRequest("'prompt' (a string) is required.")
-    stop = body.get("stop", [])
-    stop = [stop] if isinstance(stop, str) else stop
-    if not isinstance(stop, list) or not all(isinstance(s, str) and s for s in stop) or \
-        len(stop) > MAX_STOP_STRINGS or any(len(s) > MAX_STOP_CHARS for s in stop):
-      raise BadRequest(f"'stop' must be a non-empty string or a list of at most "
-                       f"{MAX_STOP_STRINGS} non-empty strings of <= {MAX_STOP_CHARS} chars.")
-    vocab = self.gen.cfg.vocab_size
-    opts = {
-        "max_new_tokens": _number(body, "max_new_tokens", min(64, self.max_new_tokens), 1,
-                                  self.max_new_tokens, True),
-        "temperature": float(_number(body, "temperature", 1.0, 0.0, 100.0)),
-        "top_k": _number(body, "top_k", 0, 0, vocab, True),
-        "top_p": float(_number(body, "top_p", 1.0, 1e-6, 1.0)),
-        "seed": _number(body, "seed", 0, 0, 2**31 - 1, True),
-        "stop": stop,
-    }
-    ids = self.gen.tokenizer.encode(prompt)
-    room = self.gen.max_context - opts["max_new_tokens"]
-    if len(ids) > room:
-      raise BadRequest(f"The prompt is {len(ids)} tokens; with max_new_tokens="
-                       f"{opts['max_new_tokens']} at most {max(room, 0)} fit the model's "
-                       f"context of {self.gen.max_context}. Shorten it or lower max_new_tokens.",
-                       413)
-    return {"ids": ids, **opts}
+    ids = [int(t) for t in self.gen.tokenizer.encode(prompt)]
+    return {"ids": ids, **self.options(body, "max_new_tokens", len(ids))}
 
-  def generate(self, raw: bytes) -> dict:
+  def run(self, req: dict, alive=None) -> batching.Request:
+    """Runs one parsed request to completion (or until `alive()` is False)."""
+    r = batching.Request(**req)
+    if self.engine is None:  # One at a time, as before continuous batching.
+      with self.lock:
+        if self.serial_waiting >= self.max_queue:
+          raise batching.QueueFull("The server is busy; retry later.")
+        self.serial_waiting += 1
+      try:
+        with self.lock:
+          c = self.gen.generate_ids([r.ids], max_new_tokens=r.max_new_tokens,
+                                    temperature=r.temperature, top_k=r.top_k, top_p=r.top_p,
+                                    seed=r.seed, stop=r.stop)[0]
+      finally:
+        self.serial_waiting -= 1
+      r.text, r.ids_out, r.finish_reason, r.tokens = c.text, c.ids, c.finish_reason, c.ids
+      r.first_token_time = time.time()
+      r.events.put(None)
+      r.done.set()
+    else:
+      self.engine.submit(r)
+      while not r.done.wait(0.05):
+        if alive is not None and not alive():
+          r.cancel()
+          r.done.wait()
+          break
+    if r.error:
+      raise RuntimeError(r.error)
+    self.served += 1
+    return r
+
+  def generate(self, raw: bytes, alive=None) -> dict:
     req = self.parse(raw)
-    ids = req.pop("ids")
     t = time.time()
-    with self.lock:
-      out = self.gen.generate_ids([ids], **req)[0]
-      self.served += 1
-    return {"completion": out.text, "finish_reason": out.finish_reason,
-            "prompt_tokens": len(ids), "completion_tokens": len(out.ids),
+    r = self.run(req, alive)
+    return {"completion": r.text, "finish_reason": r.finish_reason,
+            "prompt_tokens": len(req["ids"]), "completion_tokens": len(r.ids_out),
             "seconds": round(time.time() - t, 4)}
 
 
+def _printable(s: str) -> str:
+  return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in s)
+
+
 def make_handler(service: Service):
+  from jaxlm import openai_api
+
   class Handler(BaseHTTPRequestHandler):
+    timeout = IDLE_TIMEOUT_S  # Socket read timeout: idle keep-alive connections are closed.
+    error_content_type = "application/json"
+
     def _send(self, status: int, obj: dict) -> None:
       data = json.dumps(obj).encode("utf-8")
       self.send_response(status)
       self.send_header("Content-Type", "application/json")
       self.send_header("Content-Length", str(len(data)))
       self.end_headers()
-      self.wfile.write(data)
+      if self.command != "HEAD":
+        self.wfile.write(data)
+
+    def send_error(self, code, message=None, explain=None):  # Malformed requests: JSON too.
+      self.close_connection = True
+      if getattr(self, "request_version", "HTTP/0.9") == "HTTP/0.9":
+        self.request_version = "HTTP/1.0"  # Unparsable request line: still send headers.
+      try:
+        self._send(code, {"error": _printable(message or self.responses.get(code, ("",))[0])})
+      except OSError:
+        pass
+
+    def alive(self) -> bool:
+      """False once the client has closed its end (readable with no data)."""
+      try:
+        r, _, _ = select.select([self.connection], [], [], 0)
+        return not r or self.connection.recv(1, socket.MSG_PEEK) != b""
+      except (OSError, ValueError):
+        return False
 
     def do_GET(self):  # noqa: N802
-      if self.path != "/health":
-        return self._send(404, {"error": f"No route GET {self.path}; try /health."})
-      return self._send(200, {"status": "ok", "served": service.served, **service.info})
+      if self.path == "/health":
+        busy = service.engine.busy() if service.engine else {"slots": 0}
+        return self._send(200, {"status": "ok", "served": service.served, **busy,
+                                **service.info})
+      if self.path == "/v1/models":
+        return self._send(200, openai_api.models(service))
+      return self._send(404, {"error": f"No route GET {self.path}; try /health."})
 
     def do_POST(self):  # noqa: N802
-      if self.path != "/generate":
-        return self._send(404, {"error": f"No route POST {self.path}; try /generate."})
+      if self.path not in ("/generate", "/v1/completions"):
+        return self._send(404, {"error": f"No route POST {self.path}; try /generate or "
+                                         "/v1/completions."})
       try:
         n = int(self.headers.get("Content-Length", ""))
       except ValueError:
@@ -135,29 +222,66 @@ def make_handler(service: Service):
         return self._send(413, {"error": f"Body of {n} bytes; the limit is {MAX_BODY_BYTES}."})
       raw = self.rfile.read(n)
       try:
-        self._send(200, service.generate(raw))
+        if self.path == "/generate":
+          self._send(200, service.generate(raw, self.alive))
+        else:
+          openai_api.completions(service, raw, self)
       except BadRequest as e:
         self._send(e.status, {"error": str(e)})
+      except batching.QueueFull as e:
+        self._send(429, {"error": str(e)})
       except ValueError as e:  # From the generator: still the request's fault.
         self._send(400, {"error": str(e)})
+      except (BrokenPipeError, ConnectionResetError):
+        self.close_connection = True
       except Exception as e:  # noqa: BLE001  Never take the server down.
         self._send(500, {"error": f"{type(e).__name__}: {e}"})
       finally:
         service.responses += 1
 
-    def do_PUT(self):  # noqa: N802
-      self._send(405, {"error": "Use POST /generate or GET /health."})
+    def _method_not_allowed(self):
+      self._send(405, {"error": f"{self.command} is not supported; use POST /generate, "
+                                "POST /v1/completions or GET /health."})
 
-    do_DELETE = do_PATCH = do_PUT
+    do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _method_not_allowed
 
     def log_message(self, fmt, *args):
-      sys.stderr.write("serve: " + fmt % args + "\n")
+      sys.stderr.write("serve: " + _printable(fmt % args) + "\n")
 
   return Handler
 
 
-def make_server(service: Service, host: str = "127.0.0.1", port: int = 8000):
-  server = ThreadingHTTPServer((host, port), make_handler(service))
+class Server(ThreadingHTTPServer):
+  request_queue_size = LISTEN_BACKLOG
+  daemon_threads = True
+
+  def __init__(self, addr, handler, max_connections: int = MAX_CONNECTIONS):
+    super().__init__(addr, handler)
+    self.open_connections = threading.BoundedSemaphore(max_connections)
+
+  def process_request(self, request, client_address):
+    if not self.open_connections.acquire(blocking=False):
+      try:  # Over the cap: answer at once and close, without a thread.
+        body = json.dumps({"error": "Too many open connections; retry later."}).encode()
+        request.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                        b"Connection: close\r\nContent-Length: " + str(len(body)).encode() +
+                        b"\r\n\r\n" + body)
+      except OSError:
+        pass
+      self.shutdown_request(request)
+      return
+    super().process_request(request, client_address)
+
+  def process_request_thread(self, request, client_address):
+    try:
+      super().process_request_thread(request, client_address)
+    finally:
+      self.open_connections.release()
+
+
+def make_server(service: Service, host: str = "127.0.0.1", port: int = 8000,
+                max_connections: int = MAX_CONNECTIONS):
+  server = Server((host, port), make_handler(service), max_connections)
   server.timeout = 0.2  # handle_request() returns this often (for --max_requests).
   return server
 
@@ -174,13 +298,23 @@ def main(argv=None) -> int:
   flags.DEFINE_integer("port", 8000, "Port; 0 = any free port (printed).", flag_values=f)
   flags.DEFINE_integer("max_new_tokens", 256, "Largest max_new_tokens a request may ask.",
                        flag_values=f)
-  flags.DEFINE_bool("int8", False, "Serve int8-quantized weights.", flag_values=f)
-  flags.DEFINE_integer("max_requests", 0, "Exit after answering this many POST /generate "
-                       "requests (0 = never).",
+  flags.DEFINE_integer("slots", 8, "Requests decoded together (continuous batching); 0 = one "
+                       "at a time.", flag_values=f)
+  flags.DEFINE_integer("max_queue", 64, "Requests that may wait for a slot; beyond: 429.",
                        flag_values=f)
+  flags.DEFINE_integer("max_connections", MAX_CONNECTIONS, "Open connections; beyond: 503.",
+                       flag_values=f)
+  flags.DEFINE_bool("int8", False, "Serve int8-quantized weights.", flag_values=f)
+  flags.DEFINE_bool("warmup", False, "Compile every decode-chunk size before the first request "
+                    "(slower start, steadier latency).", flag_values=f)
+  flags.DEFINE_integer("max_requests", 0, "Exit after answering this many POST requests "
+                       "(0 = never).", flag_values=f)
   f(argv if argv is not None else sys.argv)
   if not f.workdir:
     print("error: --workdir is required.", file=sys.stderr)
+    return 2
+  if f.slots < 0 or f.max_queue < 1 or f.max_connections < 1:
+    print("error: --slots must be >= 0, --max_queue and --max_connections >= 1.", file=sys.stderr)
     return 2
   try:
     m = inference.load_for_inference(f.workdir, f.step)
@@ -193,8 +327,9 @@ def main(argv=None) -> int:
     params = quantize.quantize_params(params)
   gen = Generator(m.model, params, m.tokenizer, m.mesh, m.rules)
   service = Service(gen, f.max_new_tokens, {"workdir": f.workdir, "step": m.step,
-                                            "int8": f.int8, "context": gen.max_context})
-  server = make_server(service, f.host, f.port)
+                                            "int8": f.int8, "context": gen.max_context},
+                    f.slots, f.max_queue, warmup=f.warmup)
+  server = make_server(service, f.host, f.port, f.max_connections)
   print(f"serving {f.workdir} (step {m.step}) on http://{f.host}:{server.server_port}",
         flush=True)
   try:
@@ -207,6 +342,8 @@ def main(argv=None) -> int:
     pass
   finally:
     server.server_close()
+    if service.engine is not None:
+      service.engine.stop()
   return 0
 
 

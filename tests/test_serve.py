@@ -116,3 +116,91 @@ def test_cli_serves_a_workdir_and_stops_by_itself(tmp_path, text_file, data_dir)
   finally:
     if proc.poll() is None:
       proc.kill()
+
+
+# ----------------------------------------------------------------------------- #17 item 7
+
+
+def _raw(port, data: bytes) -> bytes:
+  import socket
+  with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+    s.sendall(data)
+    out = b""
+    while chunk := s.recv(65536):
+      out += chunk
+  return out
+
+
+@pytest.mark.parametrize("data", [b"GARBAGE\r\n\r\n", b"GET /health HTTP/9.9\r\n\r\n",
+                                  b"HEAD /health HTTP/1.1\r\nHost: x\r\n\r\n",
+                                  b"OPTIONS /generate HTTP/1.1\r\nHost: x\r\n\r\n"])
+def test_every_error_is_json(server, data):
+  port, _ = server
+  out = _raw(port, data)
+  head, _, body = out.partition(b"\r\n\r\n")
+  assert b" 200 " not in head.split(b"\r\n")[0], out
+  assert b"application/json" in head, out
+  if not data.startswith(b"HEAD"):
+    assert "error" in json.loads(body)
+
+
+def test_deep_json_and_huge_integers_are_400(server):
+  port, _ = server
+  status, body = request(port, "POST", "/generate", raw=b"[" * 100_000 + b"]" * 100_000)
+  assert status == 400 and "nested" in body["error"]
+  status, body = request(port, "POST", "/generate",
+                         raw=b'{"prompt": "a", "seed": 1' + b"0" * 5000 + b"}")
+  assert status == 400, body
+  status, body = request(port, "POST", "/generate",
+                         raw=b'{"prompt": "a", "max_new_tokens": 1' + b"0" * 400 + b"}")
+  assert status == 400, body
+
+
+def test_control_bytes_in_the_request_line_are_escaped_in_the_log(server, capfd):
+  port, _ = server
+  _raw(port, b"GET /he\x1b[31mllo\x07 HTTP/1.1\r\nHost: x\r\n\r\n")
+  err = capfd.readouterr().err
+  assert "\\x1b[31mllo\\x07" in err and "\x1b" not in err
+
+
+def test_default_length_fits_a_short_context():
+  cfg = TransformerConfig(vocab_size=ByteTokenizer().vocab_size, num_layers=1, num_heads=2,
+                          emb_dim=16, mlp_dim=32, max_len=24, position="learned")
+  model = TransformerLM(cfg)
+  import flax.linen as nn
+  params = nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
+  service = Service(Generator(model, params, ByteTokenizer()), max_new_tokens=256, slots=0)
+  req = service.parse(b'{"prompt": "hello there"}')  # 11 tokens; the default was 64 -> 413.
+  assert req["max_new_tokens"] == 24 - 11
+  assert service.generate(b'{"prompt": "hello there", "temperature": 0}')["completion_tokens"] \
+      <= 13
+
+
+def test_idle_connections_time_out_and_the_connection_cap_answers_503(monkeypatch):
+  import socket
+
+  from jaxlm import serve
+  cfg = TransformerConfig(vocab_size=ByteTokenizer().vocab_size, num_layers=1, num_heads=2,
+                          emb_dim=16, mlp_dim=32, max_len=32, position="rope")
+  model = TransformerLM(cfg)
+  import flax.linen as nn
+  params = nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
+  monkeypatch.setattr(serve, "IDLE_TIMEOUT_S", 1.0)
+  srv = make_server(Service(Generator(model, params, ByteTokenizer()), slots=0), "127.0.0.1",
+                    0, max_connections=3)
+  assert srv.request_queue_size >= 128
+  threading.Thread(target=srv.serve_forever, daemon=True).start()
+  port = srv.server_port
+  try:
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(3)]
+    import time
+    time.sleep(0.3)
+    assert b" 503 " in _raw(port, b"GET /health HTTP/1.1\r\n\r\n").split(b"\r\n")[0]
+    time.sleep(2.0)  # The idle ones time out and free their places.
+    assert request(port, "GET", "/health")[0] == 200
+    for s in idle:
+      assert s.recv(100) == b""  # Closed by the server.
+      s.close()
+  finally:
+    srv.shutdown()
+    srv.server_close()

@@ -1,0 +1,5 @@
+import sys
+
+from jaxlm.harness_tasks import main
+
+sys.exit(main())
