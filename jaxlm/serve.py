@@ -8,9 +8,10 @@
 `POST /generate` takes `prompt` (required) and optional `max_new_tokens`, `temperature`,
 `top_k`, `top_p`, `seed` and `stop`; it answers `{completion, finish_reason, prompt_tokens,
 completion_tokens, seconds}`. `POST /v1/completions` follows OpenAI's completions API
-(see `jaxlm.openai_api`). All requests are decoded together by one `batching.Engine`
-(`--slots` rows); each gets exactly what it would get alone with its seed.
-`--slots=0` serves one request at a time instead (the old server; a benchmark baseline).
+(see `jaxlm.openai_api`). By default requests are served one at a time. `--slots=N`
+decodes up to N requests together in one `batching.Engine` (continuous batching); each
+gets exactly what it would get alone with its seed. It is off by default because on CPU
+it is still slower than one at a time (experiments/serve_bench/results.md).
 
 Robustness: a bounded queue (429 beyond it), a cap on open connections (503), idle
 connections time out, every error is a JSON object naming the problem, request lines are
@@ -74,7 +75,7 @@ class Service:
   FIELDS = ("prompt", "max_new_tokens", "temperature", "top_k", "top_p", "seed", "stop")
 
   def __init__(self, generator: Generator, max_new_tokens: int = 256, info: dict | None = None,
-               slots: int = 8, max_queue: int = 64, warmup: bool = False):
+               slots: int = 0, max_queue: int = 64, warmup: bool = False):
     self.gen = generator
     self.max_new_tokens = max_new_tokens
     self.info = info or {}
@@ -298,8 +299,8 @@ def main(argv=None) -> int:
   flags.DEFINE_integer("port", 8000, "Port; 0 = any free port (printed).", flag_values=f)
   flags.DEFINE_integer("max_new_tokens", 256, "Largest max_new_tokens a request may ask.",
                        flag_values=f)
-  flags.DEFINE_integer("slots", 8, "Requests decoded together (continuous batching); 0 = one "
-                       "at a time.", flag_values=f)
+  flags.DEFINE_integer("slots", 0, "Requests decoded together (continuous batching); 0 = one "
+                       "at a time (the default: faster on CPU so far).", flag_values=f)
   flags.DEFINE_integer("max_queue", 64, "Requests that may wait for a slot; beyond: 429.",
                        flag_values=f)
   flags.DEFINE_integer("max_connections", MAX_CONNECTIONS, "Open connections; beyond: 503.",
