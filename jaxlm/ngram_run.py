@@ -25,7 +25,7 @@ from absl import logging
 
 from jaxlm import config as config_lib
 from jaxlm.checkpoint import CheckpointError, flat_config
-from jaxlm.data import sources
+from jaxlm.data import augment, sources
 from jaxlm.data import tokenizers as tok_lib
 from jaxlm.metric_writer import MetricWriter
 from jaxlm.ngram import KneserNeyLM
@@ -81,6 +81,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
   d = config.data
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(flat_config(config), f, indent=1)
+  augment.record(d, workdir)  # bias hook: <workdir>/canaries.json, if any.
   tok = tok_lib.get_tokenizer(d.tokenizer, workdir, lambda: sources.iter_texts(d, d.train_split),
                               d)
   lm = _load_or_fit(config, workdir, tok)

@@ -25,7 +25,7 @@ from absl import logging
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import config as config_lib
 from jaxlm import distributed, faults, generate, models, objectives, optim, resilience, sharding
-from jaxlm.data import lanes, pipeline, shards, sources
+from jaxlm.data import augment, lanes, pipeline, shards, sources
 from jaxlm.data import tokenizers as tok_lib
 from jaxlm.metric_writer import MetricWriter
 
@@ -354,6 +354,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   if is_main:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       json.dump(ckpt_lib.flat_config(config), f, indent=1)
+    augment.record(config.data, workdir)  # bias hook: <workdir>/canaries.json, if any.
 
   checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints)
   if run.carry_state:  # Recurrent state carried across windows: B contiguous data lanes.
