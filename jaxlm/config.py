@@ -171,7 +171,7 @@ def base_config() -> ml_collections.ConfigDict:
   o.dp.enabled = False
   o.dp.l2_clip = 1.0  # Per-example gradient L2 clip norm.
   o.dp.noise_multiplier = 1.0  # Noise stddev = noise_multiplier * l2_clip (on the summed grads).
-  o.dp.poisson = False  # Poisson sampling: each batch row kept with prob batch/dataset (mask).
+  o.dp.accountant = "rdp"  # rdp | pld (dp-accounting).
   o.dp.delta = 1e-5  # Epsilon is reported at this delta.
   o.dp.dataset_size = 0  # Training examples (sequences) for the sampling rate; 0 = estimate.
 
@@ -297,6 +297,11 @@ def _validate_bias(c: ml_collections.ConfigDict) -> None:
     raise ConfigError(str(e)) from e
   dp = c.optimizer.dp
   if dp.enabled:
+    if dp.accountant not in ("rdp", "pld"):
+      _fail("optimizer.dp.accountant", f"{dp.accountant!r} is not rdp or pld.", "pick one.")
+    if c.finetune.task != "lm":
+      _fail("optimizer.dp", f"is for LM training, not finetune.task={c.finetune.task!r}.",
+            "set optimizer.dp.enabled=False.")
     if dp.l2_clip <= 0 or dp.noise_multiplier < 0 or not 0 < dp.delta < 1:
       _fail("optimizer.dp", f"l2_clip={dp.l2_clip}, noise_multiplier={dp.noise_multiplier}, "
             f"delta={dp.delta}.", "use l2_clip > 0, noise_multiplier >= 0, 0 < delta < 1.")

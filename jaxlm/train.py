@@ -24,7 +24,7 @@ from absl import logging
 
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import config as config_lib
-from jaxlm import distributed, faults, generate, models, objectives, optim, resilience, sharding
+from jaxlm import distributed, dp, faults, generate, models, objectives, optim, resilience, sharding
 from jaxlm.data import augment, lanes, pipeline, shards, sources
 from jaxlm.data import tokenizers as tok_lib
 from jaxlm.metric_writer import MetricWriter
@@ -233,6 +233,12 @@ class Run:
         accum_steps=self.config.optimizer.grad_accum_steps,
         document_attention=self.document_attention, batch_sharding=self.batch_sharding,
         objective=self.objective)
+    if self.config.optimizer.dp.enabled:  # bias hook: DP-SGD step (jaxlm/dp.py).
+      step = dp.make_train_step(
+          functools.partial(loss_and_metrics, objective=self.objective), model=self.model,
+          tx=self.tx, schedule=self.schedule, seed=self.config.seed,
+          accum_steps=self.config.optimizer.grad_accum_steps,
+          document_attention=self.document_attention, batch_sharding=self.batch_sharding)
     if self.config.get("nan_policy", "stop") != "stop":
       step = resilience.guard_step(step)  # Non-finite steps keep the old state, in the jit.
     return jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding),
@@ -395,6 +401,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                                   config.get("nan_max_retries", 5),
                                   functools.partial(_rollback, checkpointer, run), TrainingError)
   preempt, preempted = resilience.Preemption(), None
+  dp_acc = dp.Accountant(config, run.tokenizer) if config.optimizer.dp.enabled else None  # bias
   try:
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
       for step in range(start, end):
@@ -427,6 +434,8 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                  "grad_norm": float(current["grad_norm"]), "lr": float(current["lr"]),
                  "tokens_per_sec": tps, "mfu": tps * run.flops_per_token / peak,
                  "steps_per_sec": steps_in_interval / max(dt, 1e-9)}
+          if dp_acc is not None:  # bias hook: DP-SGD epsilon at optimizer.dp.delta.
+            row.update(dp_acc.metrics(done))
           writer.write(done, row)
           eta = (num_steps - done) * dt / max(steps_in_interval, 1)
           logging.info("step %d/%d  loss %.4f  lr %.2e  %s tok/s  MFU %.1f%%  ETA %s", done,
