@@ -31,7 +31,12 @@ def main() -> None:
   p.add_argument("--out", default=os.path.join(here, "results"))
   args = p.parse_args()
   rows = []
+  missing = []
   for wd in sorted(glob.glob(os.path.join(args.out, "runs", "*"))):
+    if not glob.glob(os.path.join(wd, "checkpoints", "[0-9]*")) and not os.path.exists(
+        os.path.join(wd, "ngram.npz")):
+      missing.append(os.path.basename(wd))  # Not trained (yet): reported, not scored.
+      continue
     r = bias.run(wd)
     variant, seed = os.path.basename(wd).split(",seed=")
     g = r["by_bias_type"]["gender"]
@@ -56,6 +61,8 @@ def main() -> None:
       return f"{x.mean():.1f} ± {x.std(ddof=1 if len(x) > 1 else 0):.1f}"
     lines.append(f"| {v} | {len(sel)} | {ms('eval_ppl')} | {ms('overall', 100)}% | "
                  f"{ms('gender', 100)}% |")
+  if missing:
+    lines += ["", f"Not scored (no checkpoint): {', '.join(missing)}."]
   text = "\n".join(lines)
   with open(os.path.join(args.out, "crows_pairs.md"), "w") as f:
     f.write(text + "\n")

@@ -6,7 +6,8 @@
 Same data (wikitext-2 valid.txt, one document per paragraph; test.txt evaluates), same steps
 and seeds; the CDA arm adds a gender-swapped copy of every training paragraph with a
 gendered word (`data.cda.mode=add`, jaxlm/data/cda_words.py). Small on purpose (the
-machine is shared): 2 layers of 64, 80 steps of 16 x 64 words; validation on the first 20 batches of test.txt.
+machine is shared): 2 layers of 64, 30 steps of 16 x 64 words; validation on the first 5
+batches of test.txt.
 """
 
 from jaxlm.sweep import Sweep
@@ -14,12 +15,12 @@ from jaxlm.sweep import Sweep
 BASE = {
     "data.doc_unit": "paragraph",
     "data.batch_size": 16,
-    "num_train_steps": 80,
-    "eval_every_steps": 80,
-    "eval_steps": 20,
-    "checkpoint_every_steps": 80,
-    "log_every_steps": 20,
-    "optimizer.warmup_steps": 20,
+    "num_train_steps": 30,
+    "eval_every_steps": 30,
+    "eval_steps": 5,
+    "checkpoint_every_steps": 30,
+    "log_every_steps": 10,
+    "optimizer.warmup_steps": 5,
     "optimizer.learning_rate": 2e-3,
     "model.num_layers": 2,
     "model.num_heads": 2,

@@ -29,7 +29,12 @@ def main() -> None:
   p.add_argument("--candidates", type=int, default=2000)
   args = p.parse_args()
   rows = []
+  missing = []
   for wd in sorted(glob.glob(os.path.join(args.out, "runs", "*"))):
+    if not glob.glob(os.path.join(wd, "checkpoints", "[0-9]*")) and not os.path.exists(
+        os.path.join(wd, "ngram.npz")):
+      missing.append(os.path.basename(wd))  # Not trained (yet): reported, not scored.
+      continue
     r = exposure.run(wd, candidates=args.candidates)
     rows.append({"run": os.path.basename(wd), "eval_ppl": final(wd, "eval_ppl"),
                  "dp_epsilon": final(wd, "dp_epsilon"), "delta": final(wd, "dp_delta"),
@@ -50,6 +55,8 @@ def main() -> None:
   lines.append(f"log2|R| = 29.9; {rows[0]['candidates']} never-inserted candidates per run; "
                "exposure = skew-normal extrapolation, (sampled) = empirical rank in the sample "
                "(at most log2(n+1)).")
+  if missing:
+    lines += ["", f"Not scored (no checkpoint): {', '.join(missing)}."]
   text = "\n".join(lines)
   with open(os.path.join(args.out, "exposure.md"), "w") as f:
     f.write(text + "\n")

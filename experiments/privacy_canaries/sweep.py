@@ -6,8 +6,8 @@ noise levels, and with exact-duplicate removal.
 
 Word-level GPT on ../shared/data/ptb (train / valid), one document per line; three
 canaries "the random number is d d d d d d d d d" (|R| = 10^9). Small on purpose (the
-machine is shared): 2 layers of 64, 150 steps of 16 x 64 words (~0.15M words, 1/6 epoch); validation on
-the first 20 batches of ptb.valid.txt.
+machine is shared): 2 layers of 64, 40 steps of 16 x 64 words (41k words, 1/23 epoch); validation on
+the first 5 batches of ptb.valid.txt.
 """
 
 from jaxlm.sweep import Sweep
@@ -18,12 +18,12 @@ BASE = {
     "data.doc_unit": "line",
     "data.canaries.counts": (1, 4, 16),
     "data.batch_size": 16,
-    "num_train_steps": 150,
-    "eval_every_steps": 150,
-    "eval_steps": 20,
-    "checkpoint_every_steps": 150,
-    "log_every_steps": 20,
-    "optimizer.warmup_steps": 20,
+    "num_train_steps": 40,
+    "eval_every_steps": 40,
+    "eval_steps": 5,
+    "checkpoint_every_steps": 40,
+    "log_every_steps": 10,
+    "optimizer.warmup_steps": 5,
     "optimizer.learning_rate": 2e-3,
     "model.num_layers": 2,
     "model.num_heads": 2,
