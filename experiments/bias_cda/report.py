@@ -37,7 +37,12 @@ def main() -> None:
         os.path.join(wd, "ngram.npz")):
       missing.append(os.path.basename(wd))  # Not trained (yet): reported, not scored.
       continue
-    r = bias.run(wd)
+    done = sorted(glob.glob(os.path.join(wd, "bias_crows_pairs_*.json")))
+    if done:  # Scored already (by this script or `python -m jaxlm.bias`): reuse the file.
+      with open(done[-1]) as f:
+        r = json.load(f)
+    else:
+      r = bias.run(wd)
     variant, seed = os.path.basename(wd).split(",seed=")
     g = r["by_bias_type"]["gender"]
     rows.append({"variant": variant, "seed": int(seed), "eval_ppl": final(wd, "eval_ppl"),

@@ -35,7 +35,12 @@ def main() -> None:
         os.path.join(wd, "ngram.npz")):
       missing.append(os.path.basename(wd))  # Not trained (yet): reported, not scored.
       continue
-    r = exposure.run(wd, candidates=args.candidates)
+    done = sorted(glob.glob(os.path.join(wd, "exposure_*.json")))
+    if done:  # Measured already (by this script or `python -m jaxlm.exposure`): reuse the file.
+      with open(done[-1]) as f:
+        r = json.load(f)
+    else:
+      r = exposure.run(wd, candidates=args.candidates)
     rows.append({"run": os.path.basename(wd), "eval_ppl": final(wd, "eval_ppl"),
                  "dp_epsilon": final(wd, "dp_epsilon"), "delta": final(wd, "dp_delta"),
                  "canaries": [{k: c[k] for k in ("count", "log_perplexity", "exposure",
