@@ -11,6 +11,7 @@ import math
 
 import ml_collections
 
+from jaxlm.data import augment
 from jaxlm.data.cleaning import clean_config
 
 # Mesh axes, outermost first. Rules below map the model's logical axis names to these.
@@ -109,6 +110,9 @@ def base_config() -> ml_collections.ConfigDict:
   # `python -m jaxlm.prepare`), and part of the prepared dataset's hash.
   d.clean = clean_config()
   d.clean.enabled = False  # Off: documents are used as read.
+  # bias: data steps for bias/privacy measurement (jaxlm.data.augment), in the dataset's hash.
+  d.cda = augment.cda_config()  # Counterfactual data augmentation (gender swaps), after cleaning.
+  d.canaries = augment.canaries_config()  # Secret-sharer canaries, inserted before cleaning.
 
   c.model = m = ml_collections.ConfigDict()
   m.family = "gpt"
@@ -170,6 +174,14 @@ def base_config() -> ml_collections.ConfigDict:
   o.steps_per_epoch = 0  # step_decay: optimizer steps per epoch (> 0).
   o.decay_start_epoch = 1  # step_decay: epochs 1..this run at the peak LR, then decay.
   o.decay_factor = 0.5  # step_decay: LR multiplier per epoch after decay_start_epoch.
+  # DP-SGD (jaxlm/dp.py): per-example clipping + Gaussian noise, epsilon by dp-accounting.
+  o.dp = ml_collections.ConfigDict()
+  o.dp.enabled = False
+  o.dp.l2_clip = 1.0  # Per-example gradient L2 clip norm.
+  o.dp.noise_multiplier = 1.0  # Noise stddev = noise_multiplier * l2_clip (on the summed grads).
+  o.dp.accountant = "rdp"  # rdp | pld (dp-accounting).
+  o.dp.delta = 1e-5  # Epsilon is reported at this delta.
+  o.dp.dataset_size = 0  # Training examples (sequences) for the sampling rate; 0 = estimate.
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = all remaining devices.
@@ -300,6 +312,29 @@ def validate_fields(c: ml_collections.ConfigDict) -> None:
     _fail("optimizer.warmup_steps", f"is {o.warmup_steps}.", "use 0 or more.")
   _validate_sgd_step_decay(o)
   _validate_families(c)
+  _validate_bias(c)  # bias: CDA, canaries, DP-SGD.
+
+
+def _validate_bias(c: ml_collections.ConfigDict) -> None:
+  """Checks of data.cda, data.canaries and optimizer.dp."""
+  try:
+    augment.check(c.data)
+  except ValueError as e:
+    raise ConfigError(str(e)) from e
+  dp = c.optimizer.dp
+  if dp.enabled:
+    if dp.accountant not in ("rdp", "pld"):
+      _fail("optimizer.dp.accountant", f"{dp.accountant!r} is not rdp or pld.", "pick one.")
+    if c.finetune.task != "lm":
+      _fail("optimizer.dp", f"is for LM training, not finetune.task={c.finetune.task!r}.",
+            "set optimizer.dp.enabled=False.")
+    if dp.l2_clip <= 0 or dp.noise_multiplier < 0 or not 0 < dp.delta < 1:
+      _fail("optimizer.dp", f"l2_clip={dp.l2_clip}, noise_multiplier={dp.noise_multiplier}, "
+            f"delta={dp.delta}.", "use l2_clip > 0, noise_multiplier >= 0, 0 < delta < 1.")
+    if c.model.family not in ("gpt", "lstm", "bert") or c.model.get("carry_state", False):
+      _fail("optimizer.dp", f"needs a neural family without carried state, not "
+            f"{c.model.family!r} (carry_state={c.model.get('carry_state', False)}).",
+            "use gpt/bert/lstm with model.carry_state=False, or dp.enabled=False.")
 
 
 def _validate_sgd_step_decay(o: ml_collections.ConfigDict) -> None:

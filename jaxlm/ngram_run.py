@@ -27,7 +27,7 @@ from jaxlm import config as config_lib
 from jaxlm import metrics as metrics_lib
 from jaxlm import workdir as wd_lib
 from jaxlm.checkpoint import CheckpointError
-from jaxlm.data import sources
+from jaxlm.data import augment, sources
 from jaxlm.data import tokenizers as tok_lib
 from jaxlm.metric_writer import MetricWriter
 from jaxlm.ngram import KneserNeyLM
@@ -93,6 +93,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                               d)
   lm = _load_or_fit(config, workdir, tok)
   wd_lib.write_config(workdir, config)  # Atomically, once the fitted model is accepted.
+  augment.record(d, workdir)  # <workdir>/canaries.json, if canaries were inserted.
   # The model's size as the neural runs log theirs (the sweep report reads this line).
   logging.info("Parameters: %s total (stored n-gram entries, orders 1-%d: %s); vocab %d (%s)",
                f"{sum(lm.num_ngrams):,}", lm.order, lm.num_ngrams, tok.vocab_size, tok.kind)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import jax
 import optax
 
+from jaxlm import dp as dp_lib
+
 NO_DECAY_NAMES = ("embedding", "pos_embedding", "bias", "scale")
 
 
@@ -58,4 +60,6 @@ def make_optimizer(o, num_train_steps: int) -> tuple[optax.GradientTransformatio
   else:
     parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
                              mask=decay_mask))
+  if o.dp.enabled:  # DP-SGD clips and noises per-example grads, first in the chain.
+    parts.insert(0, dp_lib.aggregate(o.dp))
   return optax.chain(*parts), schedule

@@ -23,7 +23,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from jaxlm.data import cleaning, sources
+from jaxlm.data import augment, cleaning, sources
 from jaxlm.data import tokenizers as tok_lib
 
 REPORT_JSON = "prepare_report.json"
@@ -74,6 +74,8 @@ def prepare(config, workdir: str) -> dict:
         "docs_longer_than_pad_row": out["docs_longer_than_pad_row"],
     }
   report["clean"] = meta.get("clean_report")
+  report["augment"] = meta.get("augment_report")  # bias: CDA and canaries.
+  augment.record(d, workdir)
   text = format_report(report)
   with open(os.path.join(workdir, REPORT_JSON), "w") as f:
     json.dump(report, f, indent=1, ensure_ascii=False, default=_jsonable)
@@ -105,6 +107,8 @@ def format_report(report: dict) -> str:
     lines.append(cleaning.format_report(report["clean"]))
   else:
     lines.append("cleaning: off (set --config.data.clean.enabled=True)")
+  if report.get("augment"):
+    lines.append(augment.format_report(report["augment"]))
   return "\n".join(lines)
 
 

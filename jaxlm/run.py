@@ -15,11 +15,11 @@ from absl import logging
 
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import config as config_lib
-from jaxlm import distributed, models, objectives, optim, resilience, sharding
+from jaxlm import distributed, dp, models, objectives, optim, resilience, sharding
 from jaxlm.data import sources
 from jaxlm.data import tokenizers as tok_lib
 from jaxlm.flops import flops_per_token
-from jaxlm.steps import TrainState, eval_step, train_step
+from jaxlm.steps import TrainState, eval_step, loss_and_metrics, train_step
 
 SUM_KEYS = ("loss_sum", "weight_sum", "correct_sum", "byte_sum")  # What `eval_step` sums.
 
@@ -110,6 +110,12 @@ class Run:
         accum_steps=self.config.optimizer.grad_accum_steps,
         document_attention=self.document_attention, batch_sharding=self.batch_sharding,
         objective=self.objective)
+    if self.config.optimizer.dp.enabled:  # DP-SGD: per-example clipped, noised grads (dp.py).
+      step = dp.make_train_step(
+          functools.partial(loss_and_metrics, objective=self.objective), model=self.model,
+          tx=self.tx, schedule=self.schedule, seed=self.config.seed,
+          accum_steps=self.config.optimizer.grad_accum_steps,
+          document_attention=self.document_attention, batch_sharding=self.batch_sharding)
     if self.config.nan_policy != "stop":
       step = resilience.guard_step(step)  # Non-finite steps keep the old state, in the jit.
     return jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding),

@@ -19,9 +19,9 @@ from absl import logging
 
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import config as config_lib
-from jaxlm import faults, generate, resilience
+from jaxlm import dp, faults, generate, resilience
 from jaxlm import workdir as wd_lib
-from jaxlm.data import lanes, pipeline, shards
+from jaxlm.data import augment, lanes, pipeline, shards
 from jaxlm.errors import TrainingError
 from jaxlm.evaluation import evaluate, summarize
 from jaxlm.metric_writer import MetricWriter
@@ -91,6 +91,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   state, _ = run.resume(checkpointer, train_iter)
   if is_main:  # Only once the run is accepted: config.json describes its checkpoints.
     wd_lib.write_config(workdir, config)
+    augment.record(config.data, workdir)  # <workdir>/canaries.json, if canaries were inserted.
   start = int(jax.device_get(state.step))
 
   writer = MetricWriter(workdir, enabled=is_main, resume_step=start)  # Drops rows > start.
@@ -112,6 +113,7 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                                   config.nan_max_retries,
                                   functools.partial(_rollback, checkpointer, run), TrainingError)
   preempt, preempted = resilience.Preemption(), None
+  dp_acc = dp.Accountant(config, run.tokenizer) if config.optimizer.dp.enabled else None
   try:
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
       for step in range(start, end):
@@ -144,6 +146,8 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                  "grad_norm": float(current["grad_norm"]), "lr": float(current["lr"]),
                  "tokens_per_sec": tps, "mfu": tps * run.flops_per_token / peak,
                  "steps_per_sec": steps_in_interval / max(dt, 1e-9)}
+          if dp_acc is not None:  # DP-SGD: epsilon at optimizer.dp.delta after `done` steps.
+            row.update(dp_acc.metrics(done))
           writer.write(done, row)
           eta = (num_steps - done) * dt / max(steps_in_interval, 1)
           logging.info("step %d/%d  loss %.4f  lr %.2e  %s tok/s  MFU %.1f%%  ETA %s", done,

@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 import tensorflow_datasets as tfds
 from absl import logging
 
-from jaxlm.data import cleaning, readers, stdlib_docs
+from jaxlm.data import augment, cleaning, readers, stdlib_docs
 from jaxlm.data.readers import DataError, ReadOptions, split_documents
 
 LOCAL_NAME = "jaxlm_local_text"
@@ -68,6 +68,7 @@ class LocalTextConfig(tfds.core.BuilderConfig):
   read: ReadOptions = ReadOptions()
   clean: dict | None = None  # Cleaning config (None = off).
   upstream: dict | None = None  # {name, data_dir, splits}: re-write a tfds dataset.
+  augment: dict | None = None  # CDA / canaries (jaxlm.data.augment; None = off).
 
   def __repr__(self) -> str:  # tfds logs it on every load; keep it to one short line.
     what = self.upstream["name"] if self.upstream else ", ".join(
@@ -125,13 +126,15 @@ def local_config(d, upstream: tfds.core.DatasetBuilder | None = None) -> LocalTe
   options = {"read": dataclasses.asdict(opts), "val_fraction": d.val_fraction,
              "val_split": d.val_split, "clean": _clean_options(d), "upstream": kw.get("upstream"),
              "layout": [len(kw.get(k, ())) for k in ("paths", "eval_paths", "target_paths")]}
+  if augment.options(d) is not None:  # Only when on: existing datasets keep their hash.
+    options["augment"] = augment.options(d)
   h = hashlib.sha256(json.dumps(options, sort_keys=True).encode())
   for key in ("paths", "eval_paths", "target_paths", "eval_target_paths"):
     _hash_files(h, kw.get(key, ()))
     h.update(key.encode())
   return LocalTextConfig(name="h" + h.hexdigest()[:20], doc_unit=opts.doc_unit,
                          val_fraction=d.val_fraction, val_split=d.val_split, read=opts,
-                         clean=options["clean"], **kw)
+                         clean=options["clean"], augment=options.get("augment"), **kw)
 
 
 def _upstream_splits(d) -> list[str]:
@@ -176,10 +179,15 @@ class JaxlmLocalText(tfds.core.GeneratorBasedBuilder):
                       stats["invalid_utf8_bytes"], ", ".join(stats["invalid_utf8_files"]))
     self.info.metadata["paths"] = list(cfg.paths) + list(cfg.eval_paths)
     self.info.metadata["read_stats"] = stats
+    splits, aug_report = augment.before_cleaning(splits, cfg.augment)  # Canaries.
     if cfg.clean is not None:
       splits, report = clean_splits(splits, cfg.clean)
       self.info.metadata["clean_report"] = report
       logging.info("%s", cleaning.format_report(report, examples=False))
+    splits, cda_report = augment.after_cleaning(splits, cfg.augment)  # CDA.
+    if cfg.augment is not None:
+      self.info.metadata["augment_report"] = {**aug_report, **cda_report}
+      logging.info("%s", augment.format_report(self.info.metadata["augment_report"]))
     for name, examples in splits.items():
       if not examples:
         raise DataError(
@@ -284,7 +292,7 @@ def get_builder(d, prepare: bool = True) -> tfds.core.DatasetBuilder:
                       "tfds dataset or give local files.")
     else:
       builder = _catalog_builder(d.name, _data_dir(d))
-    if _clean_options(d) is None:
+    if _clean_options(d) is None and augment.options(d) is None:
       return builder
     for split in _upstream_splits(d):
       _check_split(builder, split)

@@ -1,0 +1,44 @@
+"""CDA vs no CDA: a word-level GPT on WikiText-2, 3 seeds each; then CrowS-Pairs scores.
+
+  python -m jaxlm.sweep experiments/bias_cda --parallel=2
+  python experiments/bias_cda/report.py        # CrowS-Pairs of every run + the tables
+
+Same data (wikitext-2 valid.txt, one document per paragraph; test.txt evaluates), same steps
+and seeds; the CDA arm adds a gender-swapped copy of every training paragraph with a
+gendered word (`data.cda.mode=add`, jaxlm/data/cda_words.py). Small on purpose (the
+machine is shared): 2 layers of 64, 30 steps of 16 x 64 words; validation on the first 5
+batches of test.txt.
+"""
+
+from jaxlm.sweep import Sweep
+
+BASE = {
+    "data.doc_unit": "paragraph",
+    "data.batch_size": 16,
+    "num_train_steps": 30,
+    "eval_every_steps": 30,
+    "eval_steps": 5,
+    "checkpoint_every_steps": 30,
+    "log_every_steps": 10,
+    "optimizer.warmup_steps": 5,
+    "optimizer.learning_rate": 2e-3,
+    "model.num_layers": 2,
+    "model.num_heads": 2,
+    "model.emb_dim": 64,
+    "model.mlp_dim": 256,
+    "model.dropout": 0.0,
+    "sample.num_tokens": 0,
+}
+
+
+def get_sweep():
+  return Sweep(
+      config="configs/wikitext2_word.py",
+      overrides=BASE,
+      variants={"no_cda": {}, "cda": {"data.cda.mode": "add"}},
+      seeds=3,
+      metric="eval_ppl",
+      columns=("eval_loss",),
+      description="Counterfactual data augmentation (gender swaps) vs none: perplexity here, "
+                  "CrowS-Pairs from report.py.",
+  )

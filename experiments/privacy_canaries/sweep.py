@@ -1,0 +1,52 @@
+"""Canaries in PTB (inserted 1, 4 and 16 times): exposure without DP, with DP-SGD at two
+noise levels, and with exact-duplicate removal.
+
+  python -m jaxlm.sweep experiments/privacy_canaries --parallel=2
+  python experiments/privacy_canaries/report.py   # exposure of every run + the table
+
+Word-level GPT on ../shared/data/ptb (train / valid), one document per line; three
+canaries "the random number is d d d d d d d d d" (|R| = 10^9). Small on purpose (the
+machine is shared): 2 layers of 64, 40 steps of 16 x 64 words (41k words, 1/23 epoch); validation on
+the first 5 batches of ptb.valid.txt.
+"""
+
+from jaxlm.sweep import Sweep
+
+BASE = {
+    "data.path": "../shared/data/ptb/ptb.train.txt",
+    "data.eval_path": "../shared/data/ptb/ptb.valid.txt",
+    "data.doc_unit": "line",
+    "data.canaries.counts": (1, 4, 16),
+    "data.batch_size": 16,
+    "num_train_steps": 40,
+    "eval_every_steps": 40,
+    "eval_steps": 5,
+    "checkpoint_every_steps": 40,
+    "log_every_steps": 10,
+    "optimizer.warmup_steps": 5,
+    "optimizer.learning_rate": 2e-3,
+    "model.num_layers": 2,
+    "model.num_heads": 2,
+    "model.emb_dim": 64,
+    "model.mlp_dim": 256,
+    "model.dropout": 0.0,
+    "sample.num_tokens": 0,
+}
+DP = {"optimizer.dp.enabled": True, "optimizer.dp.l2_clip": 1.0}
+
+
+def get_sweep():
+  return Sweep(
+      config="configs/wikitext2_word.py",
+      overrides=BASE,
+      variants={
+          "no_dp": {},
+          "dp_sigma0.5": {**DP, "optimizer.dp.noise_multiplier": 0.5},
+          "dp_sigma1.0": {**DP, "optimizer.dp.noise_multiplier": 1.0},
+          "dedup": {"data.clean.enabled": True},  # Exact duplicates (and canary copies) go.
+      },
+      seeds=1,
+      metric="eval_ppl",
+      columns=("eval_loss", "dp_epsilon"),
+      description="Canary exposure vs DP-SGD and deduplication; exposure from report.py.",
+  )
