@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from conftest import run_cli, tiny_config
 
-from jaxlm import models, recurrent_eval, train
+from jaxlm import evaluation, models, train
 from jaxlm.data import lanes
 from jaxlm.data.tokenizers import EOS_ID, PAD_ID
 
@@ -93,7 +93,7 @@ def test_state_is_carried_along_eval_lanes(ptb_like, data_dir):
   c = _config(ptb_like, data_dir)
   run = train.Run(c, None, devices=jax.devices()[:1])
   params = run.init_state().params
-  got = recurrent_eval.evaluate(run, params)
+  got = evaluation.evaluate(run, params)
   batches = lanes.stream_eval_batches(c.data, run.tokenizer)
   whole = np.concatenate([batches[0]["tokens"][:, :1]] + [b["tokens"][:, 1:] for b in batches], 1)
   logits = run.model.apply({"params": params}, jnp.asarray(whole[:, :-1]))
