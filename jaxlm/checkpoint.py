@@ -87,7 +87,10 @@ class Checkpointer:
       logging.warning("Deleting %d half-written checkpoint(s) of a killed run: %s", len(half),
                       ", ".join(h.name for h in half))
       for h in half:
-        h.rmtree(missing_ok=True)
+        try:
+          h.rmtree(missing_ok=True)
+        except OSError as e:  # Still being written by a failed writer of this process.
+          logging.warning("Could not delete %s yet (%s); orbax never lists it.", h, e)
     if half:
       distributed.barrier("tmp_cleanup")
 
@@ -157,7 +160,12 @@ class Checkpointer:
     return state, data, meta
 
   def restore_meta(self, step: int) -> dict:
-    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    try:
+      return self.manager.restore(step, args=ocp.args.Composite(
+          meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:
+      raise CheckpointError(f"Checkpoint {self.directory / str(step)}: step {step} is corrupt "
+                            f"({_describe(e)}). Fix: pass an intact step, or move it away.") from e
 
   def restore_params(self, step: int | None, abstract_params) -> tuple[object, int]:
     """(params, step): the parameters only (a partial restore) of `step`, verified against
