@@ -22,6 +22,7 @@ import numpy as np
 
 from jaxlm import batching
 from jaxlm.generate import MIN_PROMPT_BUCKET, bucket
+from jaxlm.request_json import BadRequest, _number, parse_json
 
 FIELDS = {"model", "prompt", "max_tokens", "temperature", "top_p", "top_k", "n", "seed", "stop",
           "logprobs", "echo", "stream", "user", "presence_penalty", "frequency_penalty",
@@ -40,7 +41,6 @@ def _model_name(service) -> str:
 
 
 def _prompts(service, body) -> list[list[int]]:
-  from jaxlm.serve import BadRequest
   p = body.get("prompt")
   vocab = service.gen.cfg.vocab_size
   if isinstance(p, str):
@@ -65,7 +65,6 @@ def _prompts(service, body) -> list[list[int]]:
 
 
 def parse(service, raw: bytes) -> dict:
-  from jaxlm.serve import BadRequest, _number, parse_json
   body = parse_json(raw)
   unknown = sorted(set(body) - FIELDS)
   if unknown:

@@ -21,7 +21,6 @@ logged with control bytes escaped, and a client that disconnects frees its slot.
 from __future__ import annotations
 
 import json
-import math
 import select
 import socket
 import sys
@@ -29,8 +28,9 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from jaxlm import batching
+from jaxlm import batching, openai_api
 from jaxlm.generate import Generator
+from jaxlm.request_json import BadRequest, _number, parse_json
 
 MAX_BODY_BYTES = 1 << 20
 MAX_STOP_STRINGS, MAX_STOP_CHARS = 8, 200
@@ -38,35 +38,6 @@ DEFAULT_MAX_NEW_TOKENS = 64
 IDLE_TIMEOUT_S = 30.0  # A connection that sends nothing for this long is closed.
 MAX_CONNECTIONS = 256
 LISTEN_BACKLOG = 256
-
-
-class BadRequest(ValueError):
-  def __init__(self, message: str, status: int = 400):
-    super().__init__(message)
-    self.status = status
-
-
-def _number(body, name, default, lo, hi, integer=False):
-  v = body.get(name, default)
-  ok_type = isinstance(v, int) if integer else isinstance(v, (int, float))
-  if isinstance(v, bool) or not ok_type:
-    raise BadRequest(f"'{name}' must be {'an integer' if integer else 'a number'}, got "
-                     f"{json.dumps(v)[:80]}.")
-  if (isinstance(v, float) and not math.isfinite(v)) or not lo <= v <= hi:  # Ints: exact.
-    raise BadRequest(f"'{name}'={str(v)[:40]} is out of range; use {lo}..{hi}.")
-  return v
-
-
-def parse_json(raw: bytes) -> dict:
-  try:
-    body = json.loads(raw.decode("utf-8"))
-  except RecursionError as e:
-    raise BadRequest("The body is nested too deeply to parse; send a flat JSON object.") from e
-  except (UnicodeDecodeError, ValueError) as e:  # ValueError: also over-long integers.
-    raise BadRequest(f"The body is not valid JSON: {str(e)[:200]}.") from e
-  if not isinstance(body, dict):
-    raise BadRequest("The body must be a JSON object like {\"prompt\": \"...\"}.")
-  return body
 
 
 class Service:
@@ -169,7 +140,6 @@ def _printable(s: str) -> str:
 
 
 def make_handler(service: Service):
-  from jaxlm import openai_api
 
   class Handler(BaseHTTPRequestHandler):
     timeout = IDLE_TIMEOUT_S  # Socket read timeout: idle keep-alive connections are closed.

@@ -52,17 +52,6 @@ def _without_main_block(tree: ast.Module) -> ast.Module:
   return ast.Module(body=body, type_ignores=[])
 
 
-# Left for the lab move (issue #13 item 6, another engineer's files): the sweep runner and its
-# report import each other. Listed by module basename so it still matches under jaxlm/lab/.
-KNOWN_CYCLE_EDGES = {("sweep", "sweep_report")}
-
-
-def _drop_known(graph: dict[str, set[str]]) -> dict[str, set[str]]:
-  base = lambda m: m.rpartition(".")[2]
-  return {m: {d for d in deps if (base(m), base(d)) not in KNOWN_CYCLE_EDGES}
-          for m, deps in graph.items()}
-
-
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
   """One import cycle as [a, b, ..., a], or None."""
   state: dict[str, int] = {}
@@ -87,7 +76,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 
 def test_no_import_cycles():
-  cycle = find_cycle(_drop_known(import_graph()))
+  cycle = find_cycle(import_graph())
   assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
