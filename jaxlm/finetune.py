@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import time
 
 import flax.linen as nn
@@ -77,72 +76,6 @@ def validate_task(c) -> None:
                       "Fix: set it to 1 and choose data.batch_size.")
   if f.patience < 0:
     raise ConfigError(f"config.finetune.patience={f.patience}: use 0 (off) or more.")
-
-
-# ----------------------------------------------------------------------------- optimizer
-
-
-def _keys(path) -> list[str]:
-  return [str(p.key) for p in path if isinstance(p, jax.tree_util.DictKey)]  # Skips boxes.
-
-
-def param_group(keys: list[str], f, num_layers: int) -> str:
-  """Optimizer group of a parameter: head, frozen, backbone or depth_<d> (layer-wise decay)."""
-  if keys and keys[0] == "head":
-    return "head"
-  if f.freeze_backbone:
-    return "frozen"
-  if f.layer_lr_decay == 1:
-    return "backbone"
-  for k in keys:
-    m = re.fullmatch(r"(?:layer|block|lstm)_(\d+)", k)
-    if m:
-      return f"depth_{int(m.group(1)) + 1}"
-  if any(k in ("embed", "pos", "token_embed", "type_embed") for k in keys):
-    return "depth_0"
-  return f"depth_{num_layers + 1}"  # Final norm, LM head: above the top layer.
-
-
-def lr_factor(group: str, f, num_layers: int) -> float:
-  """LR multiplier of a group relative to optimizer.learning_rate."""
-  if group == "frozen":
-    return 0.0
-  if group == "backbone":
-    return 1.0
-  return f.layer_lr_decay ** (num_layers + 1 - int(group.split("_")[1]))
-
-
-def scale_by_group(f, num_layers: int, base_lr: float) -> optax.GradientTransformation:
-  """Multiplies each parameter's update by its group's LR factor (0 freezes it).
-
-  After AdamW (whose update already includes the weight decay), this equals
-  `optax.multi_transform` over per-group AdamWs with scaled schedules, but its
-  state is empty: multi_transform's MaskedNode placeholders have no logical
-  axis names, so they cannot be sharded and checkpointed like the rest.
-  """
-  def factors(tree):
-    def one(path, u):
-      group = param_group(_keys(path), f, num_layers)
-      head = (f.head_lr / base_lr) if f.head_lr else 1.0
-      factor = head if group == "head" else lr_factor(group, f, num_layers)
-      return u * jnp.asarray(factor, u.dtype)
-    return jax.tree_util.tree_map_with_path(one, tree)
-
-  return optax.GradientTransformation(lambda params: optax.EmptyState(),
-                                      lambda updates, state, params=None: (factors(updates), state))
-
-
-def make_optimizer(config, num_layers: int) -> tuple[optax.GradientTransformation,
-                                                      optax.Schedule]:
-  """Clip, AdamW, then per-group LR factors: the head's LR, the backbone's scaled by
-  `layer_lr_decay^(layers above)`, zero for a frozen backbone."""
-  o, f = config.optimizer, config.finetune
-  schedule = optim.learning_rate_schedule(o, config.num_train_steps)
-  parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
-  parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
-                           mask=optim.decay_mask))
-  parts.append(scale_by_group(f, num_layers, o.learning_rate))
-  return optax.chain(*parts), schedule
 
 
 # ----------------------------------------------------------------------------- steps
@@ -213,7 +146,10 @@ class TaskRun(train.Run):
       self.model = heads.Classifier(self.backbone, len(self.class_names), pooling,
                                     f.head_dropout)
     self.carry_state = False  # Task rows are independent: no LSTM state across batches.
-    self.tx, self.schedule = make_optimizer(config, config.model.num_layers)
+    self.tx, self.schedule = optim.make_optimizer(
+        config.optimizer, config.num_train_steps,
+        extra=[optim.scale_by_group(config.finetune, config.model.num_layers,
+                                    config.optimizer.learning_rate)])
     self._init_shardings()
 
   def _tokenizer(self) -> tok_lib.Tokenizer:

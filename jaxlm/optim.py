@@ -8,7 +8,11 @@ recipes use). `optimizer.schedule='step_decay'`: the epoch-based staircase of Za
 
 from __future__ import annotations
 
+import re
+from collections.abc import Sequence
+
 import jax
+import jax.numpy as jnp
 import optax
 
 from jaxlm import dp as dp_lib
@@ -48,9 +52,10 @@ def decay_mask(params) -> object:
   return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def make_optimizer(o, num_train_steps: int) -> tuple[optax.GradientTransformation,
-                                                      optax.Schedule]:
-  """AdamW or plain SGD with global-norm clipping; returns the transform and its LR schedule."""
+def make_optimizer(o, num_train_steps: int, extra: Sequence[optax.GradientTransformation] = ()
+                   ) -> tuple[optax.GradientTransformation, optax.Schedule]:
+  """AdamW or plain SGD with global-norm clipping, then `extra` (fine-tuning's
+  `scale_by_group`); returns the transform and its LR schedule."""
   schedule = learning_rate_schedule(o, num_train_steps)
   parts = [optax.clip_by_global_norm(o.grad_clip)] if o.grad_clip > 0 else []
   if o.name == "sgd":
@@ -62,4 +67,58 @@ def make_optimizer(o, num_train_steps: int) -> tuple[optax.GradientTransformatio
                              mask=decay_mask))
   if o.dp.enabled:  # DP-SGD clips and noises per-example grads, first in the chain.
     parts.insert(0, dp_lib.aggregate(o.dp))
-  return optax.chain(*parts), schedule
+  return optax.chain(*parts, *extra), schedule
+
+
+# ----------------------------------------------------------------------------- fine-tuning groups
+
+
+def _keys(path) -> list[str]:
+  return [str(p.key) for p in path if isinstance(p, jax.tree_util.DictKey)]  # Skips boxes.
+
+
+def param_group(keys: list[str], f, num_layers: int) -> str:
+  """Optimizer group of a parameter: head, frozen, backbone or depth_<d> (layer-wise decay)."""
+  if keys and keys[0] == "head":
+    return "head"
+  if f.freeze_backbone:
+    return "frozen"
+  if f.layer_lr_decay == 1:
+    return "backbone"
+  for k in keys:
+    m = re.fullmatch(r"(?:layer|block|lstm)_(\d+)", k)
+    if m:
+      return f"depth_{int(m.group(1)) + 1}"
+  if any(k in ("embed", "pos", "token_embed", "type_embed") for k in keys):
+    return "depth_0"
+  return f"depth_{num_layers + 1}"  # Final norm, LM head: above the top layer.
+
+
+def lr_factor(group: str, f, num_layers: int) -> float:
+  """LR multiplier of a group relative to optimizer.learning_rate."""
+  if group == "frozen":
+    return 0.0
+  if group == "backbone":
+    return 1.0
+  return f.layer_lr_decay ** (num_layers + 1 - int(group.split("_")[1]))
+
+
+def scale_by_group(f, num_layers: int, base_lr: float) -> optax.GradientTransformation:
+  """Multiplies each parameter's update by its group's LR factor (0 freezes it).
+
+  After AdamW (whose update already includes the weight decay), this equals
+  `optax.multi_transform` over per-group AdamWs with scaled schedules, but its
+  state is empty: multi_transform's MaskedNode placeholders have no logical
+  axis names, so they cannot be sharded and checkpointed like the rest.
+  """
+  def factors(tree):
+    def one(path, u):
+      group = param_group(_keys(path), f, num_layers)
+      head = (f.head_lr / base_lr) if f.head_lr else 1.0
+      factor = head if group == "head" else lr_factor(group, f, num_layers)
+      return u * jnp.asarray(factor, u.dtype)
+    return jax.tree_util.tree_map_with_path(one, tree)
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(),
+                                      lambda updates, state, params=None: (factors(updates), state))
+

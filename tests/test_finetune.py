@@ -11,7 +11,7 @@ import pytest
 from conftest import run_cli, tiny_config
 
 from jaxlm import checkpoint as ckpt_lib
-from jaxlm import evaluate, finetune, heads, pretrained, seq2seq, tasks, train
+from jaxlm import evaluate, finetune, heads, optim, pretrained, seq2seq, tasks, train
 from jaxlm.checkpoint import CheckpointError
 from jaxlm.config import ConfigError
 from jaxlm.data.sources import DataError
@@ -105,7 +105,8 @@ def test_sigterm_saves_and_the_rerun_finishes(labeled, data_dir, tmp_path, monke
 
 def test_freeze_backbone_zeroes_backbone_updates(labeled, data_dir):
   c = classify_config(labeled, data_dir, **{"finetune.freeze_backbone": True})
-  tx = finetune.make_optimizer(c, c.model.num_layers)[0]
+  groups = optim.scale_by_group(c.finetune, c.model.num_layers, c.optimizer.learning_rate)
+  tx = optim.make_optimizer(c.optimizer, c.num_train_steps, extra=[groups])[0]
   params = {"head": {"kernel": jnp.ones((4, 3))},
             "backbone": {"stack": {"layer_0": {"w": jnp.ones((4, 4))}}}}
   grads = jax.tree.map(jnp.ones_like, params)
@@ -120,13 +121,13 @@ def test_group_lr_factors(labeled, data_dir):
   c = classify_config(labeled, data_dir, **{"finetune.layer_lr_decay": 0.5,
                                             "finetune.head_lr": 6e-3})
   f, n = c.finetune, c.model.num_layers
-  assert finetune.param_group(["head", "kernel"], f, n) == "head"
-  assert finetune.param_group(["backbone", "embed", "embedding"], f, n) == "depth_0"
-  assert finetune.param_group(["backbone", "stack", "layer_1", "mlp"], f, n) == "depth_2"
-  assert finetune.param_group(["backbone", "final_norm", "scale"], f, n) == "depth_3"
+  assert optim.param_group(["head", "kernel"], f, n) == "head"
+  assert optim.param_group(["backbone", "embed", "embedding"], f, n) == "depth_0"
+  assert optim.param_group(["backbone", "stack", "layer_1", "mlp"], f, n) == "depth_2"
+  assert optim.param_group(["backbone", "final_norm", "scale"], f, n) == "depth_3"
   tree = {"head": {"kernel": jnp.ones(2)}, "backbone": {"embed": {"embedding": jnp.ones(2)},
           "stack": {"layer_0": {"w": jnp.ones(2)}}, "final_norm": {"scale": jnp.ones(2)}}}
-  tx = finetune.scale_by_group(f, n, c.optimizer.learning_rate)
+  tx = optim.scale_by_group(f, n, c.optimizer.learning_rate)
   out, _ = tx.update(tree, tx.init(tree))
   assert float(out["head"]["kernel"][0]) == pytest.approx(2.0)  # 6e-3 / 3e-3.
   assert float(out["backbone"]["final_norm"]["scale"][0]) == pytest.approx(1.0)
