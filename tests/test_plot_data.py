@@ -51,8 +51,8 @@ def check_errorbars(ax, expected: dict) -> None:
   for label, rows in expected.items():
     x, mean, std = (np.array(c, dtype=float) for c in zip(*rows, strict=True))
     line, _, (bars,) = got[label].lines
-    np.testing.assert_allclose(line.get_xdata(), x)
-    np.testing.assert_allclose(line.get_ydata(), mean)
+    np.testing.assert_allclose(np.asarray(line.get_xdata(), dtype=float), x)
+    np.testing.assert_allclose(np.asarray(line.get_ydata(), dtype=float), mean)
     segs = np.array(bars.get_segments())  # [N, 2 ends, (x, y)]
     np.testing.assert_allclose(segs[:, 0, 1], mean - std)
     np.testing.assert_allclose(segs[:, 1, 1], mean + std)
@@ -216,3 +216,31 @@ def test_sweep_plot_metric_vs_params_data(saved, tmp_path):
   with pytest.raises(AssertionError):  # Negative control: the labels swapped.
     check(ax, [(1e5, 2.6, "big"), (1e6, 2.2, "small")])
   assert sweep_plots.plot_metric_vs_params(sweep, groups[:1], str(tmp_path / "q.png")) is None
+
+
+def test_sweep_plot_metric_vs_key_data(saved, tmp_path):
+  from jaxlm.lab import sweep_spec as sw
+  s = sw.Sweep(variants={"a": {"config": "c.py"}, "b": {"config": "c.py"}},
+               grid={"model.emb_dim": [32, 64]})
+  groups = [{"group": r.group, "variant": r.variant, "overrides": r.overrides, "status": "done",
+             "final:eval_loss": (r.overrides["model.emb_dim"] / 10 + (r.variant == "b"), 0.1)}
+            for r in sw.expand(s)]
+  # A numeric key: one connected series per variant, x = the key's values.
+  sweep_plots.plot_metric_vs_key(s, groups, "model.emb_dim", str(tmp_path / "d.png"))
+  (ax,) = data_axes(saved[-1])
+  expected = {"variant=a": [(32, 3.2, 0.1), (64, 6.4, 0.1)],
+              "variant=b": [(32, 4.2, 0.1), (64, 7.4, 0.1)]}
+  check_errorbars(ax, expected)
+  assert (ax.get_xlabel(), ax.get_ylabel()) == ("model.emb_dim", "final eval_loss")
+  with pytest.raises(AssertionError):  # Negative control: the variants swapped.
+    check_errorbars(ax, {"variant=a": expected["variant=b"], "variant=b": expected["variant=a"]})
+  # A categorical key: categories at 0, 1 (series offset by +-0.04), named on the ticks.
+  sweep_plots.plot_metric_vs_key(s, groups, "variant", str(tmp_path / "v.png"))
+  (ax,) = data_axes(saved[-1])
+  check_errorbars(ax, {"emb_dim=32": [(-0.04, 3.2, 0.1), (0.96, 4.2, 0.1)],
+                       "emb_dim=64": [(0.04, 6.4, 0.1), (1.04, 7.4, 0.1)]})
+  assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+  assert ax.get_xlim() == (-0.5, 1.5)
+  with pytest.raises(AssertionError):  # Negative control: no offset between the series.
+    check_errorbars(ax, {"emb_dim=32": [(0, 3.2, 0.1), (1, 4.2, 0.1)],
+                         "emb_dim=64": [(0, 6.4, 0.1), (1, 7.4, 0.1)]})
