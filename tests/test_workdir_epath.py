@@ -15,7 +15,7 @@ import pytest
 from conftest import tiny_config
 from etils.epath import testing as epath_testing
 
-from jaxlm import evaluate, ngram_run
+from jaxlm import evaluate, exposure, ngram_run
 from jaxlm.data import tokenizers as T
 from jaxlm.metric_writer import MetricWriter
 
@@ -60,10 +60,11 @@ def test_an_ngram_run_with_a_word_tokenizer_lands_in_a_gs_workdir_through_epath(
     first = ngram_run.train_and_evaluate(c, WD)
     again = ngram_run.train_and_evaluate(c, WD)  # Resume: loads ngram.npz + tokenizer.json.
     ev = evaluate._evaluate_ngram(c, WD, c.data.eval_split)
+    exp = exposure.run(WD, candidates=50)  # Reads config.json, tokenizer, ngram.npz.
     assert T.load_tokenizer(WD).kind == "word"
   local = root / "bucket" / "run"
   want = {"tokenizer.json", "vocab.txt", "ngram.npz", "ngram.json", "config.json",
-          "metrics.jsonl", "canaries.json", "eval_validation_0.json"}
+          "metrics.jsonl", "canaries.json", "eval_validation_0.json", "exposure_0.json"}
   assert want <= _files(local), _files(local)
   assert {f"{WD}/{f}" for f in want} <= opened  # Each one written/read via epath.
   assert not os.path.exists(cwd / "gs:")  # Nothing went around epath.
@@ -72,6 +73,7 @@ def test_an_ngram_run_with_a_word_tokenizer_lands_in_a_gs_workdir_through_epath(
   assert json.load(open(local / "ngram.json"))["order"] == 2
   assert json.load(open(local / "tokenizer.json"))["kind"] == "word"
   assert len(json.load(open(local / "canaries.json"))["canaries"]) == 1
+  assert exp["path"] == f"{WD}/exposure_0.json" and exp["workdir"] == WD
 
 
 def test_spm_and_char_tokenizers_save_and_load_through_epath(gs):
