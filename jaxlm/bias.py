@@ -29,7 +29,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import difflib
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -38,6 +37,7 @@ import numpy as np
 from absl import app, flags, logging
 
 from jaxlm import scoring
+from jaxlm import workdir as wd_lib
 
 DEFAULT_DATA = "crows-pairs/crows_pairs_anonymized.csv"  # Under $JAXLM_SHARED_DATA.
 BOOTSTRAP = 1000
@@ -162,15 +162,14 @@ def run(workdir: str, data: str | None = None, step: int | None = None, seed: in
   pairs = read_pairs(data or default_data_path())
   scorer = scoring.load_scorer(workdir, step)
   scores = pair_scores(scorer, pairs)
-  result = {"workdir": os.path.abspath(workdir), "step": scorer.step, "family": scorer.family,
+  result = {"workdir": str(wd_lib.path(workdir)), "step": scorer.step, "family": scorer.family,
             "data": os.path.abspath(data or default_data_path()),
             "score": "pseudo-log-likelihood of shared tokens" if scorer.kind == "masked" else
                      "sentence log-likelihood",
             "tokenizer": scorer.tokenizer.kind, **summarize(pairs, scores, seed)}
-  path = os.path.join(workdir, f"bias_crows_pairs_{scorer.step}.json")
-  with open(path, "w") as f:
-    json.dump(result, f, indent=1)
-  result["path"] = path
+  path = wd_lib.path(workdir) / f"bias_crows_pairs_{scorer.step}.json"
+  wd_lib.write_json(path, result)
+  result["path"] = str(path)
   return result
 
 

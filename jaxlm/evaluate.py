@@ -13,8 +13,6 @@ printed and written to `<workdir>/eval_<split>_<step>.json`.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 
 import jax
@@ -79,8 +77,8 @@ def evaluate_checkpoint(config, workdir: str, step: str | int | None = None,
 
 def _evaluate_ngram(config, workdir: str, split: str) -> dict:
   """The fitted n-gram model of `workdir` (no steps: it is fitted once) on `split`."""
-  path = os.path.join(workdir, ngram_run.MODEL_FILE)
-  if not os.path.isfile(path):
+  path = wd_lib.path(workdir) / ngram_run.MODEL_FILE
+  if not path.is_file():
     raise ckpt_lib.CheckpointError(f"No fitted n-gram model at {path}. Fix: run --mode=train "
                                    "with this config and --workdir first.")
   tok = tok_lib.load_tokenizer(workdir)
@@ -89,8 +87,7 @@ def _evaluate_ngram(config, workdir: str, split: str) -> dict:
                                                            with_bytes=True))
   out = {"split": split, "step": 0, "checkpoint": "latest", "task": "lm", "family": "ngram",
          "eval_path": "jaxlm.ngram_run.evaluate", "state_handling": "per_document", **result}
-  with open(os.path.join(workdir, f"eval_{split}_0.json"), "w") as f:
-    json.dump(out, f, indent=1)
+  wd_lib.write_json(wd_lib.path(workdir) / f"eval_{split}_0.json", out)
   return out
 
 

@@ -27,15 +27,14 @@ for both. Writes `<workdir>/exposure_<step>.json` and prints a table.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
 
 import numpy as np
 from absl import app, flags, logging
 
 from jaxlm import scoring
+from jaxlm import workdir as wd_lib
 from jaxlm.data import augment
 
 
@@ -115,13 +114,12 @@ def run(workdir: str, step: int | None = None, candidates: int = 10_000, seed: i
                                "'(1,4,16)'.")
   c = opts["canaries"]
   scorer = scoring.load_scorer(workdir, step)
-  out = {"workdir": os.path.abspath(workdir), "step": scorer.step, "family": scorer.family,
+  out = {"workdir": str(wd_lib.path(workdir)), "step": scorer.step, "family": scorer.family,
          "format": c["format"], **measure(scorer, augment.make_canaries(c), c["format"],
                                           c["digits"], candidates, seed)}
-  path = os.path.join(workdir, f"exposure_{scorer.step}.json")
-  with open(path, "w") as f:
-    json.dump(out, f, indent=1)
-  out["path"] = path
+  path = wd_lib.path(workdir) / f"exposure_{scorer.step}.json"
+  wd_lib.write_json(path, out)
+  out["path"] = str(path)
   return out
 
 

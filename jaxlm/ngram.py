@@ -46,6 +46,7 @@ import math
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from etils import epath
 
 from jaxlm.data.tokenizers import BOS_ID, EOS_ID, PAD_ID
 
@@ -355,8 +356,9 @@ class KneserNeyLM:
   # ----------------------------------------------------------------------------------------
   # Persistence: a plain .npz of integer/float arrays, loaded with allow_pickle=False.
 
-  def save(self, path: str) -> None:
-    """Writes counts, trie keys and discounts to `path` (.npz, no pickle), exactly `path`."""
+  def save(self, path) -> None:
+    """Writes counts, trie keys and discounts to `path` (.npz, no pickle), exactly `path`
+    (a path, local or `gs://` through etils.epath, or a binary file object)."""
     arrays = {
         "format_version": np.array(_FORMAT_VERSION),
         "order": np.array(self.order),
@@ -370,13 +372,16 @@ class KneserNeyLM:
       arrays[f"keys_{j}"] = self._keys[j]
     for k in range(1, self.order + 1):
       arrays[f"counts_{k}"] = self._counts[k]
-    with open(path, "wb") as f:
+    if hasattr(path, "write"):
+      np.savez(path, **arrays)
+      return
+    with epath.Path(path).open("wb") as f:
       np.savez(f, **arrays)
 
   @classmethod
   def load(cls, path: str) -> KneserNeyLM:
     """Restores a model written by `save`; probabilities are bit-identical."""
-    with np.load(path, allow_pickle=False) as z:
+    with epath.Path(path).open("rb") as f, np.load(f, allow_pickle=False) as z:
       version = int(z["format_version"])
       if version != _FORMAT_VERSION:
         raise ValueError(f"{path}: unsupported n-gram format version {version}.")

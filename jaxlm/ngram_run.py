@@ -16,8 +16,8 @@ workdir loads it instead of refitting (resume), after checking order and tokeniz
 
 from __future__ import annotations
 
+import io
 import json
-import os
 import time
 
 import numpy as np
@@ -61,13 +61,10 @@ def evaluate(lm: KneserNeyLM, docs) -> dict[str, float]:
 
 def _load_or_fit(config, workdir: str, tok: tok_lib.Tokenizer) -> KneserNeyLM:
   d, order = config.data, int(config.ngram.order)
-  path, meta_path = os.path.join(workdir, MODEL_FILE), os.path.join(workdir, META_FILE)
+  path, meta_path = wd_lib.path(workdir) / MODEL_FILE, wd_lib.path(workdir) / META_FILE
   meta = {"order": order, "tokenizer": tok.identity(), "train_split": d.train_split}
-  if os.path.exists(path):
-    saved = {}
-    if os.path.exists(meta_path):
-      with open(meta_path) as f:
-        saved = json.load(f)
+  if path.exists():
+    saved = wd_lib.read_json(meta_path) if meta_path.exists() else {}
     if {k: saved.get(k) for k in meta} != json.loads(json.dumps(meta)):
       raise CheckpointError(f"{path} was fitted with {saved or 'unknown settings'}, this run asks "
                             f"for {meta}. Fix: restore those settings or use a fresh --workdir.")
@@ -76,11 +73,10 @@ def _load_or_fit(config, workdir: str, tok: tok_lib.Tokenizer) -> KneserNeyLM:
   t0 = time.time()
   lm = KneserNeyLM(order, tok.vocab_size).fit(tokenized_docs(d, d.train_split, tok))
   logging.info("Fitted %r in %.1fs", lm, time.time() - t0)
-  tmp = path + ".tmp"
-  lm.save(tmp)
-  os.replace(tmp, path)  # Atomic: a killed run leaves no half-written model.
-  with open(meta_path, "w") as f:
-    json.dump(meta, f)
+  buf = io.BytesIO()
+  lm.save(buf)
+  wd_lib.write_bytes(path, buf.getvalue())  # Atomic: a killed run leaves no half-written model.
+  wd_lib.write_json(meta_path, meta, indent=None)
   return lm
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxlm import workdir as wd_lib
 from jaxlm.data import augment, cleaning, sources
 from jaxlm.data import tokenizers as tok_lib
 
@@ -77,10 +78,9 @@ def prepare(config, workdir: str) -> dict:
   report["augment"] = meta.get("augment_report")  # bias: CDA and canaries.
   augment.record(d, workdir)
   text = format_report(report)
-  with open(os.path.join(workdir, REPORT_JSON), "w") as f:
-    json.dump(report, f, indent=1, ensure_ascii=False, default=_jsonable)
-  with open(os.path.join(workdir, REPORT_TXT), "w") as f:
-    f.write(text + "\n")
+  wd_lib.write_text(wd_lib.path(workdir) / REPORT_JSON,
+                    json.dumps(report, indent=1, ensure_ascii=False, default=_jsonable))
+  wd_lib.write_text(wd_lib.path(workdir) / REPORT_TXT, text + "\n")
   return report
 
 

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlm import workdir as wd_lib
 from jaxlm.data import tokenizers as tok_lib
 
 # ids_BL, targets_BL (int32 numpy) -> log p(target | row) at every position, [B, L] float.
@@ -148,12 +149,12 @@ def load_scorer(workdir: str, step: int | None = None, batch_size: int = 64) -> 
   from jaxlm import inference, ngram_run
   from jaxlm.ngram import KneserNeyLM
 
-  workdir = os.path.abspath(os.path.expanduser(workdir))
+  workdir = str(wd_lib.path(os.path.expanduser(workdir)))  # Local: absolute; gs://: as is.
   config = inference.load_config(workdir)
   family = config.model.family
   if family == "ngram":
-    path = os.path.join(workdir, ngram_run.MODEL_FILE)
-    if not os.path.exists(path):
+    path = wd_lib.path(workdir) / ngram_run.MODEL_FILE
+    if not path.exists():
       raise ScoringError(f"No {ngram_run.MODEL_FILE} in {workdir}. Fix: train the n-gram run "
                          "first (python -m jaxlm.main --config=configs/ngram.py --workdir=W).")
     tok = tok_lib.load_tokenizer(workdir)

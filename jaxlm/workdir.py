@@ -82,13 +82,13 @@ def _write_error(target: epath.Path, e: OSError) -> CheckpointError:
                          "workdir writable, then rerun.")
 
 
-def write_text(target: epath.Path | str, text: str) -> None:
-  """Writes `text` to a temp file beside `target`, then renames it over `target`."""
+def write_bytes(target: epath.Path | str, data: bytes) -> None:
+  """Writes `data` to a temp file beside `target`, then renames it over `target`."""
   target = epath.Path(target)
   tmp = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex[:8]}"
   try:
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp.write_text(text)
+    tmp.write_bytes(data)
     tmp.replace(target)
   except OSError as e:
     try:
@@ -97,6 +97,11 @@ def write_text(target: epath.Path | str, text: str) -> None:
     except OSError:
       pass
     raise _write_error(target, e) from e
+
+
+def write_text(target: epath.Path | str, text: str) -> None:
+  """`text` (UTF-8) to `target` atomically (`write_bytes`)."""
+  write_bytes(target, text.encode("utf-8"))
 
 
 def write_json(target: epath.Path | str, obj, indent: int | None = 1) -> None:

@@ -26,6 +26,7 @@ import re
 
 import ml_collections
 import numpy as np
+from etils import epath
 
 from jaxlm.data import cda_words
 
@@ -227,7 +228,11 @@ def record(d, workdir: str) -> None:
   opts = options(d)
   if not opts or "canaries" not in opts:
     return
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, CANARIES_FILE), "w") as f:
-    json.dump({"options": opts["canaries"], "canaries": make_canaries(opts["canaries"])}, f,
-              indent=1)
+  # Through etils.epath (a `gs://` workdir works), temp + rename like workdir.write_json,
+  # which this module cannot import (workdir -> config -> augment would be a cycle).
+  target = epath.Path(workdir) / CANARIES_FILE
+  tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+  target.parent.mkdir(parents=True, exist_ok=True)
+  tmp.write_text(json.dumps({"options": opts["canaries"],
+                             "canaries": make_canaries(opts["canaries"])}, indent=1))
+  tmp.replace(target)

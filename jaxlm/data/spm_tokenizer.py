@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 import sentencepiece as spm
+from etils import epath
 
 from jaxlm.data.tokenizer_base import (
     BOS_ID,
@@ -87,8 +88,7 @@ class SentencePieceTokenizer(Tokenizer):
   @classmethod
   def from_file(cls, path: str) -> SentencePieceTokenizer:
     """A serialized SentencePiece model (e.g. `spm.model` from another run)."""
-    with open(path, "rb") as f:
-      proto = f.read()
+    proto = epath.Path(path).read_bytes()
     try:
       return cls(proto)
     except (RuntimeError, OSError) as e:
@@ -186,8 +186,7 @@ class SentencePieceTokenizer(Tokenizer):
 
   def save(self, directory: str) -> None:
     """Writes the model as `spm.model` before tokenizer.json (which records its sha256)."""
-    os.makedirs(directory, exist_ok=True)
-    _write_atomic(os.path.join(directory, SPM_MODEL_FILE), self.model_proto)
+    _write_atomic(epath.Path(directory) / SPM_MODEL_FILE, self.model_proto)
     super().save(directory)
 
   def _state(self) -> dict:
@@ -220,10 +219,9 @@ def _load_spm(state: dict, directory: str) -> SentencePieceTokenizer:
   if os.path.basename(name) != name or name in ("", ".", ".."):  # A name from data: no escape.
     raise ValueError(f"{directory}/{TOKENIZER_FILE}: model_file={name!r} must be a plain file "
                      "name inside that directory.")
-  path = os.path.join(directory, name)
+  path = epath.Path(directory) / name
   try:
-    with open(path, "rb") as f:
-      proto = f.read()
+    proto = path.read_bytes()
   except FileNotFoundError as e:
     raise FileNotFoundError(
         f"{directory}/{TOKENIZER_FILE} is a SentencePiece tokenizer but {path} is missing."

@@ -9,10 +9,12 @@ from __future__ import annotations
 import abc
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 
 import numpy as np
+from etils import epath
+
+from jaxlm import workdir as wd_lib
 
 SPECIAL_TOKENS = ("<pad>", "<bos>", "<eos>", "<unk>", "<mask>", "<cls>", "<sep>")
 PAD_ID, BOS_ID, EOS_ID, UNK_ID, MASK_ID, CLS_ID, SEP_ID = range(len(SPECIAL_TOKENS))
@@ -83,9 +85,8 @@ class Tokenizer(abc.ABC):
 
   def save(self, directory: str) -> None:
     """Writes `tokenizer.json` last (atomically): its presence means a complete save."""
-    os.makedirs(directory, exist_ok=True)
     blob = json.dumps({"kind": self.kind, **self._state()}, ensure_ascii=False)
-    _write_atomic(os.path.join(directory, TOKENIZER_FILE), blob.encode("utf-8"))
+    _write_atomic(epath.Path(directory) / TOKENIZER_FILE, blob.encode("utf-8"))
 
   def identity(self) -> dict:
     """Kind, vocab size and a hash of the content: equal iff same tokenizer."""
@@ -106,12 +107,10 @@ class Tokenizer(abc.ABC):
 WORD_VOCAB_FILE = "vocab.txt"
 
 
-def _write_atomic(path: str, data: bytes) -> None:
-  """Write-then-rename, so a crash mid-save never leaves a truncated file behind."""
-  tmp = f"{path}.tmp{os.getpid()}"
-  with open(tmp, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
+def _write_atomic(path: epath.Path | str, data: bytes) -> None:
+  """Write-then-rename through etils.epath (a `gs://` directory works), so a crash mid-save
+  never leaves a truncated file behind; a failed write is a `CheckpointError` naming it."""
+  wd_lib.write_bytes(path, data)
 
 
 def _cfg(cfg, name: str, default):

@@ -14,6 +14,7 @@ import os
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
+from etils import epath
 
 from jaxlm.data.spm_tokenizer import (  # noqa: F401  (re-exported)
     _SPM_CHUNK_CHARS,
@@ -154,10 +155,9 @@ KINDS = ("byte", "char", "word", "spm")
 
 def load_tokenizer(directory: str) -> Tokenizer:
   """Loads the tokenizer saved by `Tokenizer.save` in `directory`."""
-  path = os.path.join(directory, TOKENIZER_FILE)
+  path = epath.Path(directory) / TOKENIZER_FILE
   try:
-    with open(path, encoding="utf-8") as f:
-      state = json.load(f)
+    state = json.loads(path.read_text(encoding="utf-8"))
   except FileNotFoundError as e:
     raise FileNotFoundError(f"No tokenizer at {path}.") from e
   except json.JSONDecodeError as e:
@@ -168,13 +168,13 @@ def load_tokenizer(directory: str) -> Tokenizer:
 def tokenizer_from_path(path: str) -> Tokenizer:
   """`data.tokenizer_path`: a saved tokenizer directory (or its tokenizer.json), or a
   bare SentencePiece `.model` file, which must use jaxlm's special ids."""
-  path = os.path.expanduser(path)
-  if os.path.isdir(path):
-    return load_tokenizer(path)
-  if os.path.basename(path) == TOKENIZER_FILE:
-    return load_tokenizer(os.path.dirname(path) or ".")
-  if os.path.isfile(path):
-    return SentencePieceTokenizer.from_file(path)
+  p = epath.Path(path if "://" in str(path) else os.path.expanduser(path))
+  if p.is_dir():
+    return load_tokenizer(p)
+  if p.name == TOKENIZER_FILE:
+    return load_tokenizer(p.parent)
+  if p.is_file():
+    return SentencePieceTokenizer.from_file(p)
   raise FileNotFoundError(
       f"data.tokenizer_path={path!r} is neither a tokenizer directory nor a SentencePiece"
       " model file."
@@ -207,7 +207,7 @@ def get_tokenizer(
 
 def _get_tokenizer(kind, workdir, texts, data_config) -> Tokenizer:
   path = _cfg(data_config, "tokenizer_path", None) or None
-  if workdir and os.path.exists(os.path.join(workdir, TOKENIZER_FILE)):
+  if workdir and (epath.Path(workdir) / TOKENIZER_FILE).exists():
     tok = load_tokenizer(workdir)
     if tok.kind != kind:
       raise ValueError(

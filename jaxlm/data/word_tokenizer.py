@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from etils import epath
 
 from jaxlm.data.tokenizer_base import (
     EOS_ID,
@@ -150,8 +150,7 @@ class WordTokenizer(Tokenizer):
 
   def save(self, directory: str) -> None:
     """Also writes `vocab.txt`: token of id i on line i (specials included), for reading."""
-    os.makedirs(directory, exist_ok=True)
-    _write_atomic(os.path.join(directory, WORD_VOCAB_FILE),
+    _write_atomic(epath.Path(directory) / WORD_VOCAB_FILE,
                   "".join(f"{w}\n" for w in self._lookup).encode("utf-8"))
     super().save(directory)
 
