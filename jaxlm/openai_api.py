@@ -189,12 +189,8 @@ def _scored_only(p) -> batching.Request:
   return r
 
 
-def _run_all(service, handler, jobs) -> list[batching.Request]:
-  """Runs every choice, all submitted to the engine at once."""
-  if jobs[0][2]["max_new_tokens"] == 0:
-    return [_scored_only(p) for _, p, _ in jobs]
-  if service.engine is None:
-    return [service.run({"ids": p, **opts}, handler.alive) for _, p, opts in jobs]
+def _submit_all(service, jobs) -> list[batching.Request]:
+  """Submits every choice to the engine; if the queue is full, none of them stays queued."""
   reqs = [batching.Request(ids=p, **opts) for _, p, opts in jobs]
   try:
     for r in reqs:
@@ -203,6 +199,16 @@ def _run_all(service, handler, jobs) -> list[batching.Request]:
     for r in reqs:
       r.cancel()
     raise
+  return reqs
+
+
+def _run_all(service, handler, jobs) -> list[batching.Request]:
+  """Runs every choice, all submitted to the engine at once."""
+  if jobs[0][2]["max_new_tokens"] == 0:
+    return [_scored_only(p) for _, p, _ in jobs]
+  if service.engine is None:
+    return [service.run({"ids": p, **opts}, handler.alive) for _, p, opts in jobs]
+  reqs = _submit_all(service, jobs)
   for r in reqs:
     while not r.done.wait(0.05):
       if not handler.alive():
@@ -230,14 +236,7 @@ def _stream(service, handler, req, jobs, cid, created, model) -> None:
   if service.engine is None or jobs[0][2]["max_new_tokens"] == 0:
     reqs = _run_all(service, handler, jobs)
   else:
-    reqs = [batching.Request(ids=p, **opts) for _, p, opts in jobs]
-    try:
-      for r in reqs:
-        service.engine.submit(r)
-    except batching.QueueFull:
-      for r in reqs:
-        r.cancel()
-      raise
+    reqs = _submit_all(service, jobs)
   handler.send_response(200)
   handler.send_header("Content-Type", "text/event-stream")
   handler.send_header("Cache-Control", "no-cache")
