@@ -161,7 +161,9 @@ def _restore_step(ref: Pretrained, step_dir: str, abstract_params, prefix: str) 
     raise ckpt_lib._Corrupt(f"unreadable metadata: {ckpt_lib._describe(e)}") from e
   saved = getattr(saved, "item_metadata", saved)
   saved = getattr(saved, "tree", saved)
-  saved_params = saved.get("params") if isinstance(saved, dict) else None
+  if not isinstance(saved, dict):  # Orbax returns None when the tree's storage is unreadable.
+    raise ckpt_lib._Corrupt("unreadable array metadata")
+  saved_params = saved.get("params")
   if saved_params is None:
     raise CheckpointError(f"{state_dir} has no 'params'. Fix: point config.init_from at a "
                           "jaxlm training run.")
