@@ -30,11 +30,10 @@ import csv
 import dataclasses
 import difflib
 import os
-import sys
 from collections.abc import Sequence
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from jaxlm import scoring
 from jaxlm import workdir as wd_lib
@@ -178,16 +177,7 @@ FLAGS = flags.FLAGS
 
 def main(argv) -> None:
   del argv
-  from jaxlm.checkpoint import CheckpointError
-
-  try:
-    result = run(FLAGS.workdir, FLAGS.data, FLAGS.step, FLAGS.seed)
-  except (scoring.ScoringError, CheckpointError) as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  print(format_table(result))
-  print(f"Saved to {result['path']}")
+  scoring.cli_main(lambda: run(FLAGS.workdir, FLAGS.data, FLAGS.step, FLAGS.seed), format_table)
 
 
 if __name__ == "__main__":

@@ -28,10 +28,9 @@ for both. Writes `<workdir>/exposure_<step>.json` and prints a table.
 from __future__ import annotations
 
 import math
-import sys
 
 import numpy as np
-from absl import app, flags, logging
+from absl import app, flags
 
 from jaxlm import scoring
 from jaxlm import workdir as wd_lib
@@ -139,16 +138,8 @@ FLAGS = flags.FLAGS
 
 def main(argv) -> None:
   del argv
-  from jaxlm.checkpoint import CheckpointError
-
-  try:
-    out = run(FLAGS.workdir, FLAGS.step, FLAGS.candidates, FLAGS.seed)
-  except (scoring.ScoringError, CheckpointError) as e:
-    logging.error("%s", e)
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(1)
-  print(format_table(out))
-  print(f"Saved to {out['path']}")
+  scoring.cli_main(lambda: run(FLAGS.workdir, FLAGS.step, FLAGS.candidates, FLAGS.seed),
+                   format_table)
 
 
 if __name__ == "__main__":

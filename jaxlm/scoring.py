@@ -38,6 +38,24 @@ class ScoringError(ValueError):
   """A workdir or input that cannot be scored; the message names the fix."""
 
 
+def cli_main(compute: Callable[[], dict], format_table: Callable[[dict], str]) -> None:
+  """The measurement CLIs' (`jaxlm.bias`, `jaxlm.exposure`) body: `compute()` a result with a
+  `path`, print its table and where it was saved; a bad workdir or input exits 1 with the
+  message (which names the fix), no traceback."""
+  import sys
+
+  from absl import logging
+
+  try:
+    out = compute()
+  except (ScoringError, wd_lib.CheckpointError) as e:
+    logging.error("%s", e)
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  print(format_table(out))
+  print(f"Saved to {out['path']}")
+
+
 class Scorer:
   """Scores token-id sequences with one model; `kind` is 'causal' or 'masked'."""
 

@@ -149,3 +149,25 @@ def test_cli_runs_on_an_ngram_workdir_and_names_a_missing_model(tmp_path, text_f
   os.remove(os.path.join(wd, ngram_run.MODEL_FILE))
   with pytest.raises(scoring.ScoringError, match="No ngram.npz"):
     bias.run(wd, _csv(tmp_path / "pairs.csv"))
+
+
+def test_measurement_cli_prints_the_table_or_exits_1_naming_the_fix(capsys):
+  """`scoring.cli_main`, the body of `jaxlm.bias` and `jaxlm.exposure`."""
+  from jaxlm import scoring
+
+  scoring.cli_main(lambda: {"path": "/w/x.json", "n": 3}, lambda r: f"table n={r['n']}")
+  assert capsys.readouterr().out == "table n=3\nSaved to /w/x.json\n"
+
+  def bad():
+    raise scoring.ScoringError("no checkpoint in /w. Fix: train first.")
+
+  with pytest.raises(SystemExit) as e:
+    scoring.cli_main(bad, str)
+  assert e.value.code == 1
+  assert "error: no checkpoint in /w. Fix: train first." in capsys.readouterr().err
+
+  def other():  # Not a user error: a bug keeps its traceback.
+    raise KeyError("x")
+
+  with pytest.raises(KeyError):
+    scoring.cli_main(other, str)
