@@ -1,6 +1,6 @@
 """CDA vs no CDA: a word-level GPT on WikiText-2, 3 seeds each; then CrowS-Pairs scores.
 
-  python -m jaxlm.sweep experiments/bias_cda --parallel=2
+  python -m jaxlm.lab.sweep experiments/bias_cda --parallel=2
   python experiments/bias_cda/report.py        # CrowS-Pairs of every run + the tables
 
 Same data (wikitext-2 valid.txt, one document per paragraph; test.txt evaluates), same steps
@@ -10,7 +10,7 @@ machine is shared): 2 layers of 64, 30 steps of 16 x 64 words; validation on the
 batches of test.txt.
 """
 
-from jaxlm.sweep import Sweep
+from jaxlm.lab.sweep import Sweep
 
 BASE = {
     "data.doc_unit": "paragraph",

@@ -1,7 +1,7 @@
 """Canaries in PTB (inserted 1, 4 and 16 times): exposure without DP, with DP-SGD at two
 noise levels, and with exact-duplicate removal.
 
-  python -m jaxlm.sweep experiments/privacy_canaries --parallel=2
+  python -m jaxlm.lab.sweep experiments/privacy_canaries --parallel=2
   python experiments/privacy_canaries/report.py   # exposure of every run + the table
 
 Word-level GPT on ../shared/data/ptb (train / valid), one document per line; three
@@ -10,7 +10,7 @@ machine is shared): 2 layers of 64, 40 steps of 16 x 64 words (41k words, 1/23 e
 the first 5 batches of ptb.valid.txt.
 """
 
-from jaxlm.sweep import Sweep
+from jaxlm.lab.sweep import Sweep
 
 BASE = {
     "data.path": "../shared/data/ptb/ptb.train.txt",
