@@ -4,8 +4,36 @@ import json
 import os
 
 # Must be set before jax is imported anywhere.
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+# Compile fast, run slow: test models are tiny, so on 2 cores XLA's compile time (LLVM's
+# optimisation passes), not running, is most of the suite's time. Numerics are unchanged in
+# kind (the same HLO); tests that compare two runs compile both the same way.
+# JAXLM_TEST_FAST_COMPILE=off restores XLA's defaults.
+TEST_XLA_FLAGS = ("" if os.environ.get("JAXLM_TEST_FAST_COMPILE", "") == "off" else
+                  "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true")
+
+
+def cpu_env(devices: int = 1, **extra: str) -> dict:
+  """os.environ for a child process with `devices` fake CPU devices (and the test XLA flags)."""
+  return {**os.environ,
+          "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices} {TEST_XLA_FLAGS}".strip(),
+          **extra}
+
+
+os.environ.setdefault("XLA_FLAGS",
+                      f"--xla_force_host_platform_device_count=8 {TEST_XLA_FLAGS}".strip())
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One persistent XLA compilation cache for the whole session, shared by pytest-xdist workers and
+# every CLI subprocess: the same tiny train step is compiled by dozens of tests. Keys hash the
+# HLO, the compile options and the flags, so a hit is the same executable.
+# JAXLM_TEST_XLA_CACHE=off turns it off.
+if os.environ.get("JAXLM_TEST_XLA_CACHE", "") != "off":
+  import tempfile  # noqa: E402
+
+  if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # Set here: this process removes it at exit.
+    _XLA_CACHE_CREATED = os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(
+        prefix="jaxlm-tests-xla-cache-")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0")
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES", "-1")
 
 import random  # noqa: E402
 import subprocess  # noqa: E402
@@ -105,9 +133,7 @@ def tiny_config(text_file: str, data_dir: str, **overrides):
 def run_cli(args: list[str], env: dict | None = None, devices: int = 1,
             timeout: int = 300) -> subprocess.CompletedProcess:
   """Runs `python -m jaxlm.main ARGS` in a fresh process with `devices` CPU devices."""
-  full_env = dict(os.environ)
-  full_env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={devices}"
-  full_env.update(env or {})
+  full_env = cpu_env(devices, **(env or {}))
   return subprocess.run([sys.executable, "-m", "jaxlm.main", *args], cwd=REPO, env=full_env,
                         capture_output=True, text=True, timeout=timeout)
 
@@ -122,6 +148,14 @@ def _spawns_processes(item) -> bool:
   except (OSError, TypeError):
     return False
   return any(s in src for s in ("run_cli(", "subprocess.", "multiprocess"))
+
+
+def pytest_unconfigure(config):
+  created = globals().get("_XLA_CACHE_CREATED")
+  if created and not hasattr(config, "workerinput"):  # The xdist controller or a plain run.
+    import shutil
+
+    shutil.rmtree(created, ignore_errors=True)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, synthetic_text, tiny_config
+from conftest import REPO, cpu_env, synthetic_text, tiny_config
 
 from jaxlm import config as config_lib
 from jaxlm import prepare
@@ -99,7 +99,7 @@ def test_prepare_reports_cda_and_canaries_and_the_dataset_changes(tmp_path, data
 
 
 def test_prepare_cli_reports_cda(tmp_path, text_file, data_dir):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = cpu_env(1)
   p = subprocess.run([sys.executable, "-m", "jaxlm.prepare", "--config=configs/default.py:smoke",
                       f"--workdir={tmp_path}/w", f"--config.data.data_dir={data_dir}",
                       f"--config.data.path={_corpus(tmp_path)}",

@@ -1,11 +1,10 @@
 """The benchmark: consistent throughput/MFU numbers, time to a target loss, AOT memory check."""
 
 import json
-import os
 
 import jax
 import pytest
-from conftest import REPO, tiny_config
+from conftest import REPO, cpu_env, tiny_config
 
 from jaxlm import flops, train
 from jaxlm.config import ConfigError
@@ -100,7 +99,7 @@ def test_aot_cli_uses_fake_devices_in_a_subprocess(tmp_path):
   import subprocess
   import sys
   out = tmp_path / "aot.json"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = cpu_env(1)
   proc = subprocess.run([sys.executable, "-m", "jaxlm.lab.bench",
                          "--config=configs/gpt2_small.py:smoke", "--aot", "--mesh=2,2,1",
                          "--vocab_size=300", f"--out={out}"],

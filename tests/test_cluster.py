@@ -11,7 +11,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, run_cli, tiny_config
+from conftest import REPO, cpu_env, run_cli, tiny_config
 from test_distributed import OVERRIDES, _args, _by_step, _rows
 
 from jaxlm import distributed, train
@@ -155,7 +155,7 @@ def _launch_cluster(tmp_path, name, kind, args_per_process, timeout=600):
     envs = [_ompi(port - OMPI_BASE + 4096 * 3, 2, i) for i in range(2)]
   procs, logs = [], []
   for i in range(2):
-    env = {**_clean_env(), **envs[i], "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    env = {**_clean_env(), **envs[i], "XLA_FLAGS": cpu_env(2)["XLA_FLAGS"]}
     log = open(tmp_path / f"{name}_{i}.log", "w+")
     procs.append(subprocess.Popen([sys.executable, "-m", "jaxlm.main", *args_per_process[i]],
                                   cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,

@@ -11,7 +11,7 @@ import time
 
 import jax
 import numpy as np
-from conftest import REPO, run_cli, tiny_config
+from conftest import REPO, cpu_env, run_cli, tiny_config
 
 from jaxlm import train
 from jaxlm.data import shards, tokenizers
@@ -42,8 +42,7 @@ def _launch(tmp_path, name, args, faults="", timeout=600):
   port = _free_port()
   procs, logs = [], []
   for i in range(2):
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-               JAXLM_FAULTS=faults)
+    env = cpu_env(2, JAXLM_FAULTS=faults)
     log = open(tmp_path / f"{name}_{i}.log", "w+")  # Files, not pipes: no pipe deadlock.
     procs.append(subprocess.Popen(
         [sys.executable, "-m", "jaxlm.main", *args, f"--coordinator_address=127.0.0.1:{port}",

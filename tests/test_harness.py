@@ -9,7 +9,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, SHARED_DATA, tiny_config
+from conftest import REPO, SHARED_DATA, cpu_env, tiny_config
 from inference_helpers import random_workdir
 
 lm_eval = pytest.importorskip("lm_eval", reason="the [eval] extra (lm-eval) is not installed")
@@ -167,8 +167,7 @@ def test_generate_until_uses_the_kv_cache_generator_and_stops(gpt_wd):
 
 
 def test_cli_registers_the_model_and_bad_args_name_the_fix(trained_gpt, tasks_dir, tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
-             HF_DATASETS_OFFLINE="1")
+  env = cpu_env(1, HF_DATASETS_OFFLINE="1")
   p = subprocess.run([sys.executable, "-m", "jaxlm.harness", "run", "--model", "jaxlm",
                       "--model_args", f"workdir={trained_gpt}", "--tasks", "jaxlm_sst2_mc",
                       "--include_path", tasks_dir, "--limit", "4", "--output_path",

@@ -7,7 +7,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, cpu_env
 from inference_helpers import random_workdir
 
 from jaxlm import checkpoint, hf, inference
@@ -51,7 +51,7 @@ def test_hf_export_then_import_gives_a_workdir_with_the_same_model(workdir, tmp_
 
 
 def test_generate_cli(workdir):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = cpu_env(1)
   cmd = [sys.executable, "-m", "jaxlm.generate", f"--workdir={workdir}", "--prompt=the ",
          "--max_new_tokens=5", "--temperature=0", "--num_samples=2"]
   r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)

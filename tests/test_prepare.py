@@ -5,7 +5,7 @@ import os
 import subprocess
 import sys
 
-from conftest import REPO, synthetic_text, tiny_config
+from conftest import REPO, cpu_env, synthetic_text, tiny_config
 
 from jaxlm import prepare
 from jaxlm.data import pipeline, sources
@@ -67,7 +67,7 @@ def test_prepare_cleans_reports_and_training_reads_the_cleaned_data(tmp_path, da
 
 
 def _prepare_cli(*args):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = cpu_env(1)
   return subprocess.run([sys.executable, "-m", "jaxlm.prepare", *args], cwd=REPO, env=env,
                         capture_output=True, text=True, timeout=300)
 

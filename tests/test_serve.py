@@ -2,7 +2,6 @@
 
 import http.client
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -11,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import jax
 import jax.numpy as jnp
 import pytest
-from conftest import REPO
+from conftest import REPO, cpu_env
 from inference_helpers import random_workdir
 
 from jaxlm.data.tokenizers import ByteTokenizer
@@ -101,7 +100,7 @@ def test_concurrent_requests_each_get_their_own_answer(server):
 
 def test_cli_serves_a_workdir_and_stops_by_itself(tmp_path, text_file, data_dir):
   wd = random_workdir(str(tmp_path / "wd"), text_file, data_dir)
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env = cpu_env(1)
   proc = subprocess.Popen([sys.executable, "-m", "jaxlm.serve", f"--workdir={wd}", "--port=0",
                            "--max_requests=2", "--max_new_tokens=8"], cwd=REPO, env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

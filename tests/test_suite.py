@@ -18,9 +18,26 @@ def test_missing_shared_data_skips_locally_and_fails_under_ci(monkeypatch, tmp_p
 
 
 def test_pytest_reports_skips_and_knows_the_slow_marker():
-  with open(conftest.REPO + "/pyproject.toml") as f:
-    text = f.read()
-  assert 'addopts = "-q -rs"' in text and '"slow: ' in text
+  import tomllib
+
+  with open(conftest.REPO + "/pyproject.toml", "rb") as f:
+    opts = tomllib.load(f)["tool"]["pytest"]["ini_options"]
+  addopts = opts["addopts"].split()
+  assert "-rs" in addopts  # Every skip is listed with its reason.
+  assert addopts[addopts.index("-n") + 1] == "auto"  # One xdist worker per core.
+  assert any(m.startswith("slow: ") for m in opts["markers"])
+
+
+def test_the_suite_compiles_once_and_fast():
+  """Children of the suite inherit the shared XLA compilation cache and the fast-compile
+  flags (set before jax is imported, in conftest)."""
+  import os
+
+  env = conftest.cpu_env(2)
+  assert env["XLA_FLAGS"].startswith("--xla_force_host_platform_device_count=2")
+  assert conftest.TEST_XLA_FLAGS in env["XLA_FLAGS"]
+  if os.environ.get("JAXLM_TEST_XLA_CACHE", "") != "off":
+    assert os.path.isdir(env["JAX_COMPILATION_CACHE_DIR"])
 
 
 def test_tests_that_start_processes_are_marked_slow():

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, tiny_config
+from conftest import REPO, cpu_env, tiny_config
 
 from jaxlm.lab import sweep as sw
 
@@ -88,7 +88,7 @@ def test_two_run_sweep_end_to_end_report_and_restart(tmp_path, text_file, data_d
   (exp / "sweep.py").write_text(SWEEP_PY.format(overrides=overrides))
   (exp / "README.md").write_text("# Q\n<!-- sweep-results -->\nold\n<!-- /sweep-results -->\nend\n")
   cmd = [sys.executable, "-m", "jaxlm.lab.sweep", str(exp), "--parallel=2"]
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  env = cpu_env(1)
   p = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
   assert p.returncode == 0, p.stdout + p.stderr
   assert p.stdout.count("[run]") == 2 and p.stdout.count("[done]") == 2

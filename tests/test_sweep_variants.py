@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import REPO, tiny_config
+from conftest import REPO, cpu_env, tiny_config
 
 from jaxlm.lab import sweep as sw
 from jaxlm.lab import sweep_plots, sweep_report
@@ -146,7 +146,7 @@ def test_variants_and_prerequisite_sweep_end_to_end(tmp_path, text_file, data_di
                "num_train_steps": 4, "eval_every_steps": 2, "checkpoint_every_steps": 4,
                "log_every_steps": 2, "eval_steps": 2, "sample.num_tokens": 0}
   (exp / "sweep.py").write_text(SWEEP_PY.format(overrides=overrides))
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  env = cpu_env(1)
   p = subprocess.run([sys.executable, "-m", "jaxlm.lab.sweep", str(exp)], cwd=REPO, env=env,
                      capture_output=True, text=True, timeout=600)
   assert p.returncode == 0, p.stdout + p.stderr

@@ -7,12 +7,11 @@ tests/test_workdir.py::test_readers_never_delete_or_move_and_only_the_trainer_cl
 shows it end to end with real processes (a reader of the old code deleted the trainer's
 in-flight directory whenever its start coincided with a save, failing the trainer's write)."""
 
-import os
 import subprocess
 import sys
 import time
 
-from conftest import REPO
+from conftest import REPO, cpu_env
 
 from jaxlm import workdir as wd_lib
 
@@ -24,7 +23,7 @@ OVERRIDES = {"num_train_steps": STEPS, "checkpoint_every_steps": 1, "keep_checkp
 
 
 def _env():
-  return dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  return cpu_env(1)
 
 
 def test_a_reader_starting_while_the_trainer_saves_loses_no_checkpoint(tmp_path, text_file,
