@@ -63,7 +63,7 @@ def evaluate_checkpoint(config, workdir: str, step: str | int | None = None,
     result = evaluation.evaluate(run, params, split=split)
     how = {"eval_path": evaluation.EVAL_PATH, "state_handling": evaluation.state_handling(run)}
   else:
-    result = finetune.evaluate_task(run, params, run.jit_task_eval_step(), split)
+    result = finetune.evaluate_task(run, params, run.jit_eval_step(), split)
     how = {"eval_path": "jaxlm.finetune.evaluate_task", "state_handling": "stateless"}
   out = {"split": split, "step": chosen, "checkpoint": which, "task": task,
          "family": config.model.family, **how, **result}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import functools
 import os
-import time
 
 import flax.linen as nn
 import jax
@@ -24,7 +23,6 @@ from absl import logging
 
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import (
-  faults,
   heads,
   objectives,
   optim,
@@ -39,7 +37,6 @@ from jaxlm import metrics as metrics_lib
 from jaxlm import workdir as wd_lib
 from jaxlm.config import ConfigError
 from jaxlm.data import tokenizers as tok_lib
-from jaxlm.metric_writer import MetricWriter
 
 TASKS = ("lm", "classify", "seq2seq")
 BEST_METRICS = {"accuracy": 1, "macro_f1": 1, "f1": 1, "bleu": 1, "chrf": 1, "loss": -1}
@@ -193,14 +190,16 @@ class TaskRun(train.Run):
     logging.info("Backbone restored from %s (step %d)", self.ref.step_dir, self.ref.step)
     return state.replace(params=params)  # Adam's fresh state does not depend on the values.
 
-  def jit_task_train_step(self):
+  def jit_train_step(self):
     step = functools.partial(task_train_step, model=self.model, tx=self.tx,
                              schedule=self.schedule, seed=self.config.seed, task=self.task)
+    if self.config.nan_policy != "stop":
+      step = resilience.guard_step(step)  # As in the LM step: skip non-finite updates.
     return jax.jit(step, in_shardings=(self.state_shardings, None),
                    out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
                    donate_argnums=(0,))
 
-  def jit_task_eval_step(self):
+  def jit_eval_step(self):
     step = functools.partial(task_eval_step, model=self.model, task=self.task)
     return jax.jit(step, in_shardings=(self.state_shardings.params, None),
                    out_shardings=sharding.replicated(self.mesh))
@@ -270,99 +269,79 @@ def summary(result: dict) -> str:
 # ----------------------------------------------------------------------------- loop
 
 
+class TaskHooks(train.LoopHooks):
+  """The training loop's fine-tuning parts: task batches, task evaluation, and the best
+  checkpoint on `finetune.best_metric` in `<workdir>/best` (with early stopping)."""
+
+  def __init__(self, run: TaskRun):
+    super().__init__(run)
+    self.best_ckpt = None  # Opened once the run is accepted (the workdir's lock is ours).
+    self.best = {"value": None, "step": None, "bad_evals": 0}
+    self.stopped_early = False
+
+  def train_iterator(self):
+    run, d = self.run, self.run.config.data
+    train_arrays = run.arrays(d.train_split)
+    run.arrays(d.eval_split)  # Bad labels or an empty split fail before training.
+    logging.info("Task %s: %d train examples; %s params; tokenizer %s (vocab %d)%s", run.task,
+                 len(train_arrays["weight"]), f"{run.num_params:,}", run.tokenizer.kind,
+                 run.tokenizer.vocab_size,
+                 f"; init_from {run.ref.step_dir}" if run.ref else "; from scratch")
+    return tasks.ArrayIterator(train_arrays, d.batch_size, run.config.seed,
+                               jax.process_index(), jax.process_count())
+
+  def start(self, workdir: str, meta: dict) -> None:
+    super().start(workdir, meta)
+    self.best = meta.get("best", self.best)
+    self.best_ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "best"), 1)
+
+  def evaluate(self, params, eval_step_fn, cache: dict) -> dict:
+    f = self.run.config.finetune
+    return evaluate_task(self.run, params, eval_step_fn, self.run.config.data.eval_split,
+                         f.eval_generate, cache)
+
+  def describe(self, ev: dict) -> str:
+    return summary(ev)
+
+  def after_eval(self, step: int, state, ev: dict, data_state: dict) -> bool:
+    f, best = self.run.config.finetune, self.best
+    value = ev.get(f.best_metric)
+    if value is not None and (best["value"] is None or
+                              BEST_METRICS[f.best_metric] * (value - best["value"]) > 0):
+      self.best = {"value": float(value), "step": step, "bad_evals": 0}
+      if step in self.best_ckpt.all_steps():  # Left by a run resumed from an earlier step.
+        self.best_ckpt.manager.delete(step)
+      metrics = {f"eval_{k}": v for k, v in ev.items() if isinstance(v, int | float)}
+      self.best_ckpt.save(step, state, data_state, {**self.run.meta(), "metrics": metrics})
+      return False
+    best["bad_evals"] += 1
+    if f.patience and best["bad_evals"] >= f.patience:
+      logging.info("Early stop at step %d: %s has not improved for %d evals (best %.4f at "
+                   "step %d)", step, f.best_metric, best["bad_evals"], best["value"],
+                   best["step"])
+      self.stopped_early = True
+      return True
+    return False
+
+  def meta(self) -> dict:
+    return {**self.run.meta(), "best": self.best}
+
+  def finish(self, state, result: dict) -> dict:
+    f = self.run.config.finetune
+    if "preempted" in result:
+      return {**result, "best": self.best}
+    logging.info("Best %s %s at step %s (in %s/best)", f.best_metric, self.best["value"],
+                 self.best["step"], self.run.workdir)
+    return {**result, "step": int(jax.device_get(state.step)), "best": self.best,
+            "stopped_early": self.stopped_early}
+
+  def close(self) -> None:
+    if self.best_ckpt is not None:
+      self.best_ckpt.close()
+
+
 def train_task(config, workdir: str, devices=None) -> dict:
   """Fine-tunes (or trains from scratch) `config` in `workdir`; resumes if it can."""
   wd_lib.ensure_writable(workdir)  # Bad path / read-only / full: one line naming it, no work.
   run = TaskRun(config, workdir, devices)
-  f, d = config.finetune, config.data
-  is_main = jax.process_index() == 0
-  train_arrays = run.arrays(d.train_split)
-  eval_arrays_check = run.arrays(d.eval_split)  # Bad labels/empty split fail before training.
-  del eval_arrays_check
-  logging.info("Task %s: %d train examples; %s params; tokenizer %s (vocab %d)%s", run.task,
-               len(train_arrays["weight"]), f"{run.num_params:,}", run.tokenizer.kind,
-               run.tokenizer.vocab_size,
-               f"; init_from {run.ref.step_dir}" if run.ref else "; from scratch")
-  it = tasks.ArrayIterator(train_arrays, d.batch_size, config.seed, jax.process_index(),
-                           jax.process_count())
-  checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints)
-  best_ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "best"), 1)
-  sign = BEST_METRICS[f.best_metric]
-  best = {"value": None, "step": None, "bad_evals": 0}
-  state, meta = run.resume(checkpointer, it)  # The LM loop's policy: corrupt latest -> previous.
-  best = meta.get("best", best)
-  train_fn, eval_fn = run.jit_task_train_step(), run.jit_task_eval_step()
-  writer = MetricWriter(workdir, enabled=is_main, resume_step=int(jax.device_get(state.step)))
-  cache: dict = {}
-  start, last_eval, t0 = int(jax.device_get(state.step)), {}, time.time()
-  stopped_early = False
-  fault_plan = faults.planned()
-  preempt, preempted = resilience.Preemption(), None
-  try:
-    with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
-      prev = None
-      for step in range(start, config.num_train_steps):
-        state, m = train_fn(state, run.to_global(next(it)))
-        if prev is not None:  # One step in flight: see train.train_and_evaluate.
-          jax.block_until_ready(prev)
-        prev, done = m, step + 1
-        is_last = done == config.num_train_steps
-        if done % config.log_every_steps == 0 or is_last:
-          m = {k: float(v) for k, v in jax.device_get(m).items()}
-          what = resilience.bad_metric(m)
-          if what:  # Fine-tuning always stops on a non-finite loss (nothing saved after it).
-            raise train.TrainingError(
-                f"{what} at step {done}: training diverged. Nothing after the last checkpoint "
-                "was saved. Fix: lower optimizer.learning_rate (or finetune.head_lr), then "
-                "rerun (it resumes from the last good checkpoint).")
-          writer.write(done, m)
-          logging.info("step %d/%d  loss %.4f  acc %.3f  lr %.2e  %.1fs", done,
-                       config.num_train_steps, m["train_loss"], m["train_accuracy"], m["lr"],
-                       time.time() - t0)
-        evaluated = False
-        if done % config.eval_every_steps == 0 or is_last:
-          ev = evaluate_task(run, state.params, eval_fn, d.eval_split, f.eval_generate, cache)
-          last_eval = {f"eval_{k}": v for k, v in ev.items() if isinstance(v, int | float)}
-          writer.write(done, last_eval)
-          logging.info("eval at step %d: %s", done, summary(ev))
-          value = ev.get(f.best_metric)
-          if value is not None and (best["value"] is None or sign * value > sign * best["value"]):
-            best = {"value": float(value), "step": done, "bad_evals": 0}
-            if done in best_ckpt.all_steps():  # Left by a run resumed from an earlier step.
-              best_ckpt.manager.delete(done)
-            best_ckpt.save(done, state, it.get_state(), {**run.meta(), "metrics": last_eval})
-          else:
-            best["bad_evals"] += 1
-          evaluated = True
-        stop = evaluated and f.patience and best["bad_evals"] >= f.patience
-        saved = done % config.checkpoint_every_steps == 0 or is_last or stop
-        if saved:
-          checkpointer.save(done, state, it.get_state(), {**run.meta(), "best": best})
-        if done in fault_plan.get("sigterm_at_step", ()):
-          faults.sigterm()
-        if not is_last and not stop and preempt.requested(done):  # SIGTERM/SIGINT: save, exit.
-          if not saved:
-            checkpointer.save(done, state, it.get_state(), {**run.meta(), "best": best})
-          checkpointer.wait()
-          preempted = preempt.signal_name
-          break
-        if stop:
-          logging.info("Early stop at step %d: %s has not improved for %d evals (best %.4f at "
-                       "step %d)", done, f.best_metric, best["bad_evals"], best["value"],
-                       best["step"])
-          stopped_early = True
-          break
-  finally:
-    preempt.close()
-    checkpointer.close()
-    best_ckpt.close()
-    writer.close()
-  if preempted is not None:
-    logging.warning("Stopped by %s at step %d; checkpoint saved. Rerun the same command to "
-                    "continue from there.", preempted, done)
-    return {"step": done, "preempted": preempted, **last_eval, "best": best}
-  logging.info("Trained in %s; best %s %s at step %s (in %s/best)",
-               train._fmt_time(time.time() - t0), f.best_metric, best["value"], best["step"],
-               workdir)
-  return {"step": int(jax.device_get(state.step)), **last_eval, "best": best,
-          "stopped_early": stopped_early}
+  return train.train_loop(run, workdir, TaskHooks(run))

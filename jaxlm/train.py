@@ -29,9 +29,9 @@ from jaxlm.run import INIT_COMPILER_OPTIONS, Run, flops_per_token
 from jaxlm.steps import TrainState, eval_step, loss_and_metrics, model_inputs, train_step
 
 # Re-exported: callers import these from `train` (their homes are named above).
-__all__ = ["INIT_COMPILER_OPTIONS", "Run", "TrainState", "TrainingError", "eval_step",
+__all__ = ["INIT_COMPILER_OPTIONS", "LoopHooks", "Run", "TrainState", "TrainingError", "eval_step",
            "evaluate", "flops_per_token", "loss_and_metrics", "model_inputs", "summarize",
-           "train_and_evaluate", "train_step"]
+           "train_and_evaluate", "train_loop", "train_step"]
 
 
 # ----------------------------------------------------------------------------- loop
@@ -43,14 +43,15 @@ def _finite_mean(values: list) -> float:
   return float(np.mean(finite)) if finite else float("nan")
 
 
-def _save_checkpoint(checkpointer, step: int, state, data_state, run, fault_plan) -> None:
+def _save_checkpoint(checkpointer, step: int, state, data_state, meta: dict,
+                     fault_plan) -> None:
   """Starts the async save of `step` (with the fault hooks the tests inject)."""
   if step in fault_plan.get("disk_full_at_checkpoint", ()):
     with faults.disk_full():
-      checkpointer.save(step, state, data_state, run.meta())
+      checkpointer.save(step, state, data_state, meta)
       checkpointer.wait()
     return
-  checkpointer.save(step, state, data_state, run.meta())
+  checkpointer.save(step, state, data_state, meta)
   if step in fault_plan.get("sigkill_during_checkpoint", ()):
     faults.sigkill()  # The write is in flight: only `<step>.orbax-checkpoint-tmp` exists.
   if step in fault_plan.get("sigkill_after_checkpoint", ()):
@@ -67,10 +68,78 @@ def _rollback(checkpointer, run) -> tuple:
   return restored[1], restored[0]
 
 
+class LoopHooks:
+  """What a kind of run adds to the one training loop (`train_loop`); this base is the LM's.
+
+  Fine-tuning (`finetune.TaskHooks`) evaluates its task and keeps the best checkpoint; the
+  lab's time-to-loss benchmark stops at a target loss. Everything else (resume, the async
+  step, NaN policy, preemption, fault hooks, checkpoints, metrics rows) is the loop's.
+  """
+
+  def __init__(self, run: Run):
+    self.run = run
+
+  def train_iterator(self):
+    """The training batches (with `get_state`/`set_state`, saved in every checkpoint)."""
+    config = self.run.config
+    if self.run.carry_state:  # Recurrent state carried across windows: B contiguous lanes.
+      if jax.process_count() > 1:
+        raise config_lib.ConfigError(
+            "config.model.carry_state is not supported with several processes yet. Fix: run "
+            "on one process or set --config.model.carry_state=False.")
+      return iter(lanes.lane_dataset(config.data, self.run.tokenizer, config.seed))
+    return shards.ShardedIterator(config.data, self.run.tokenizer, config.seed,
+                                  jax.process_index(), jax.process_count())
+
+  def start(self, workdir: str, meta: dict) -> None:
+    """The run was accepted (resumed from `meta`, or fresh: {}); before the first step."""
+    if jax.process_index() == 0:  # Only now: config.json describes the run's checkpoints.
+      wd_lib.write_config(workdir, self.run.config)
+      augment.record(self.run.config.data, workdir)  # canaries.json, if any were inserted.
+
+  def evaluate(self, params, eval_step_fn, cache: dict) -> dict:
+    """Evaluation metrics (unprefixed; numbers are logged as `eval_<key>`)."""
+    return evaluate(self.run, params, eval_step_fn, max_batches=self.run.config.eval_steps,
+                    cache=cache)
+
+  def describe(self, ev: dict) -> str:
+    return f"loss {ev['loss']:.4f}  ppl {ev['ppl']:.2f}  bpb {ev['bpb']:.4f}"
+
+  def after_eval(self, step: int, state, ev: dict, data_state: dict) -> bool:
+    """Called after each evaluation; True stops the run here (it is checkpointed)."""
+    return False
+
+  def meta(self) -> dict:
+    """Saved with every checkpoint."""
+    return self.run.meta()
+
+  def finish(self, state, result: dict) -> dict:
+    """The loop's result (`preempted` in it: stopped by a signal, checkpoint saved), amended;
+    the LM's: a sample of `config.sample.num_tokens` after the last step."""
+    config, run = self.run.config, self.run
+    if jax.process_index() == 0 and config.sample.num_tokens > 0 and \
+        run.objective.name == "causal_lm" and "preempted" not in result:
+      text = generate.sample_text(run.model, state.params, run.tokenizer, config.sample.prompt,
+                                  config.sample.num_tokens, config.sample.temperature,
+                                  config.sample.top_k, seed=config.seed, mesh=run.mesh,
+                                  rules=run.rules)
+      logging.info("Sample:\n%s", config.sample.prompt + text)
+    return result
+
+  def close(self) -> None:
+    pass
+
+
 def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
   wd_lib.ensure_writable(workdir)  # Bad path / read-only / full: one line naming it, no work.
   run = Run(config, workdir, devices)
+  return train_loop(run, workdir, LoopHooks(run))
+
+
+def train_loop(run: Run, workdir: str, hooks: LoopHooks) -> dict:
+  """The one training loop (LM pretraining, fine-tuning, the lab's time to loss)."""
+  config = run.config
   is_main = jax.process_index() == 0
   logging.info("Devices: %d (%s) across %d process(es); mesh %s", jax.device_count(),
                jax.devices()[0].platform, jax.process_count(), dict(run.mesh.shape))
@@ -79,19 +148,14 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                f"{run.flops_per_token:.3g}", run.tokenizer.vocab_size, run.tokenizer.kind)
 
   checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints)
-  if run.carry_state:  # Recurrent state carried across windows: B contiguous data lanes.
-    if jax.process_count() > 1:
-      raise config_lib.ConfigError(
-          "config.model.carry_state is not supported with several processes yet. Fix: run "
-          "on one process or set --config.model.carry_state=False.")
-    train_iter = iter(lanes.lane_dataset(config.data, run.tokenizer, config.seed))
-  else:
-    train_iter = shards.ShardedIterator(config.data, run.tokenizer, config.seed,
-                                        jax.process_index(), jax.process_count())
-  state, _ = run.resume(checkpointer, train_iter)
-  if is_main:  # Only once the run is accepted: config.json describes its checkpoints.
-    wd_lib.write_config(workdir, config)
-    augment.record(config.data, workdir)  # <workdir>/canaries.json, if canaries were inserted.
+  try:
+    train_iter = hooks.train_iterator()
+    state, meta = run.resume(checkpointer, train_iter)
+  except BaseException:
+    checkpointer.close()  # A refused resume leaves the workdir as it was (lock released).
+    hooks.close()
+    raise
+  hooks.start(workdir, meta)
   start = int(jax.device_get(state.step))
 
   writer = MetricWriter(workdir, enabled=is_main, resume_step=start)  # Drops rows > start.
@@ -112,8 +176,10 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
   nan_guard = resilience.NanGuard(config.nan_policy,
                                   config.nan_max_retries,
                                   functools.partial(_rollback, checkpointer, run), TrainingError)
-  preempt, preempted = resilience.Preemption(), None
+  preempt, preempted, stopped_at = resilience.Preemption(), None, None
   dp_acc = dp.Accountant(config, run.tokenizer) if config.optimizer.dp.enabled else None
+  save = lambda step, state, data_state: _save_checkpoint(checkpointer, step, state, data_state,
+                                                          hooks.meta(), fault_plan)
   try:
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
       for step in range(start, end):
@@ -154,29 +220,33 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
                        num_steps, row["train_loss"], row["lr"], f"{tps:,.0f}", 100 * row["mfu"],
                        _fmt_time(eta))
           interval_losses, steps_in_interval, t_interval = [], 0, time.time()
+        stop = False
         if done % config.eval_every_steps == 0 or is_last:
-          ev = evaluate(run, state.params, eval_step_fn, max_batches=config.eval_steps,
-                        cache=eval_cache)
-          last_eval = {f"eval_{k}": v for k, v in ev.items()}
+          ev = hooks.evaluate(state.params, eval_step_fn, eval_cache)
+          last_eval = {f"eval_{k}": v for k, v in ev.items()
+                       if isinstance(v, int | float | np.number)}
           writer.write(done, last_eval)
-          logging.info("eval at step %d: loss %.4f  ppl %.2f  bpb %.4f", done, ev["loss"],
-                       ev["ppl"], ev["bpb"])
+          logging.info("eval at step %d: %s", done, hooks.describe(ev))
+          stop = hooks.after_eval(done, state, ev, data_state)
           t_interval = time.time()  # Eval time is not training throughput.
-        saved = done % config.checkpoint_every_steps == 0 or is_last
+        saved = done % config.checkpoint_every_steps == 0 or is_last or stop
         if saved:
-          _save_checkpoint(checkpointer, done, state, data_state, run, fault_plan)
+          save(done, state, data_state)
         if done in fault_plan.get("sigkill_at_step", ()):
           faults.sigkill()
         if done in fault_plan.get("nan_params", ()):
           state = state.replace(params=jax.tree.map(lambda x: x * jnp.nan, state.params))
         if done in fault_plan.get("sigterm_at_step", ()):
           faults.sigterm()
+        if stop:
+          stopped_at = done
+          break
         if not is_last and preempt.requested(done):
           if pending is not None:  # Never save a state whose step went non-finite.
             state = nan_guard.check(done, jax.device_get(pending[1]), state)
             pending = None
           if not saved:
-            _save_checkpoint(checkpointer, done, state, data_state, run, fault_plan)
+            save(done, state, data_state)
           checkpointer.wait()
           preempted = done
           break
@@ -187,18 +257,15 @@ def train_and_evaluate(config, workdir: str, devices=None) -> dict:
     prefetch.close()
     checkpointer.close()
     writer.close()
+    hooks.close()
   if preempted is not None:
     logging.warning("Stopped by %s at step %d; checkpoint saved. Rerun the same command to "
                     "continue from there.", preempt.signal_name, preempted)
-    return {"step": preempted, "preempted": preempt.signal_name, **last_eval}
-  logging.info("Trained steps %d-%d in %s", start, end, _fmt_time(time.time() - t_start))
-  if is_main and config.sample.num_tokens > 0 and run.objective.name == "causal_lm":
-    text = generate.sample_text(run.model, state.params, run.tokenizer, config.sample.prompt,
-                                config.sample.num_tokens, config.sample.temperature,
-                                config.sample.top_k, seed=config.seed, mesh=run.mesh,
-                                rules=run.rules)
-    logging.info("Sample:\n%s", config.sample.prompt + text)
-  return {"step": end, **last_eval}
+    return hooks.finish(state, {"step": preempted, "preempted": preempt.signal_name,
+                                **last_eval})
+  last = stopped_at or end
+  logging.info("Trained steps %d-%d in %s", start, last, _fmt_time(time.time() - t_start))
+  return hooks.finish(state, {"step": last, **last_eval})
 
 
 def _fmt_time(seconds: float) -> str:

@@ -189,54 +189,55 @@ def time_to_loss(config, workdir: str, target: float, max_seconds: float,
                  devices=None, quick_stride: int = 4, quick_margin: float = 0.015) -> dict:
   """Trains until the whole validation split's loss is <= target; wall time incl. compile.
 
-  Every eval_every_steps, a cheap estimate on every `quick_stride`-th batch of the split
-  (spread over it, so unbiased; its first batches are easier text); within `quick_margin`
-  of the target, the whole split decides. Evaluation time is part of the wall time.
+  The training loop is `train.train_loop` itself (so the speed measured is the CLI's), with
+  hooks: every eval_every_steps, a cheap estimate on every `quick_stride`-th batch of the
+  split (spread over it, so unbiased; its first batches are easier text); within
+  `quick_margin` of the target, the whole split decides. Evaluation time is part of the wall
+  time; the loop stops (and checkpoints) once the target is reached or `max_seconds` pass.
   """
-  import flax.linen as nn
-  import jax
-
   from jaxlm import train
-  from jaxlm.data import pipeline
 
   t_start = time.perf_counter()
   run = train.Run(config, workdir, devices)
-  state = run.init_state()
-  train_fn, eval_fn = run.jit_train_step(), run.jit_eval_step()
-  it = iter(pipeline.train_dataset(config.data, run.tokenizer, config.seed,
-                                   jax.process_index(), jax.process_count()))
-  prefetch = pipeline.Prefetcher(it, run.to_global, config.data.prefetch)
-  cache: dict = {}
-  history, reached, step, m = [], None, 0, None
-  try:
-    with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
-      for step in range(1, config.num_train_steps + 1):
-        prev = m
-        state, m = train_fn(state, next(prefetch)[0])
-        if prev is not None:  # At most one step in flight, as in the training loop.
-          jax.block_until_ready(prev)
-        if step % config.eval_every_steps and step != config.num_train_steps:
-          continue
-        quick = train.evaluate(run, state.params, eval_fn, cache=cache,
-                               stride=quick_stride)["loss"]
-        row = {"step": step, "elapsed_s": time.perf_counter() - t_start,
-               "train_loss": float(m["train_loss"]), "quick_eval_loss": quick}
-        if quick <= target + quick_margin:
-          row["eval_loss"] = train.evaluate(run, state.params, eval_fn, cache=cache)["loss"]
-          row["elapsed_s"] = time.perf_counter() - t_start
-        history.append(row)
-        print(json.dumps(row), flush=True)
-        if row.get("eval_loss", float("inf")) <= target:
-          reached = row
-          break
-        if time.perf_counter() - t_start > max_seconds:
-          break
-  finally:
-    prefetch.close()
+
+  class Hooks(train.LoopHooks):
+    def __init__(self, run):
+      super().__init__(run)
+      self.history: list[dict] = []
+      self.reached: dict | None = None
+
+    def evaluate(self, params, eval_step_fn, cache: dict) -> dict:
+      ev = {"quick_loss": train.evaluate(run, params, eval_step_fn, cache=cache,
+                                         stride=quick_stride)["loss"]}
+      self._full = lambda: train.evaluate(run, params, eval_step_fn, cache=cache)["loss"]
+      if ev["quick_loss"] <= target + quick_margin:
+        ev["loss"] = self._full()
+      return ev
+
+    def describe(self, ev: dict) -> str:
+      return "  ".join(f"{k} {v:.4f}" for k, v in ev.items())
+
+    def after_eval(self, step: int, state, ev: dict, data_state: dict) -> bool:
+      if "loss" not in ev and step == config.num_train_steps:  # Report the real final loss.
+        ev["loss"] = self._full()
+      row = {"step": step, "elapsed_s": time.perf_counter() - t_start,
+             "quick_eval_loss": ev["quick_loss"],
+             **({"eval_loss": ev["loss"]} if "loss" in ev else {})}
+      self.history.append(row)
+      print(json.dumps(row), flush=True)
+      if row.get("eval_loss", float("inf")) <= target:
+        self.reached = row
+        return True
+      return time.perf_counter() - t_start > max_seconds
+
+    def finish(self, state, result: dict) -> dict:
+      return result
+
+  hooks = Hooks(run)
+  result = train.train_loop(run, workdir, hooks)
+  history, reached = hooks.history, hooks.reached
   last = history[-1] if history else {}
-  if reached is None and history and "eval_loss" not in last:  # Report the real final loss.
-    with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
-      last["eval_loss"] = train.evaluate(run, state.params, eval_fn, cache=cache)["loss"]
+  step = int(result["step"])
   return {
       "mode": "time_to_loss", "target_loss": target, "reached": reached is not None,
       "wall_time_s": (reached or last).get("elapsed_s"), "steps": step,
