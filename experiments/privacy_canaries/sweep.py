@@ -5,9 +5,9 @@ noise levels, and with exact-duplicate removal.
   python experiments/privacy_canaries/report.py   # exposure of every run + the table
 
 Word-level GPT on ../shared/data/ptb (train / valid), one document per line; three
-canaries "the random number is d d d d d d d d d" (|R| = 10^9). Small on purpose (the
-machine is shared): 2 layers of 64, 40 steps of 16 x 64 words (41k words, 1/23 epoch); validation on
-the first 5 batches of ptb.valid.txt.
+canaries "the random number is d d d d d d d d d" (|R| = 10^9). Small (2 cores): 2 layers
+of 64, 1,800 steps of 16 x 64 words (1.8M words, about 2 epochs of PTB's 0.93M); validation
+on the first 40 batches (41k words) of ptb.valid.txt.
 """
 
 from jaxlm.lab.sweep import Sweep
@@ -18,12 +18,12 @@ BASE = {
     "data.doc_unit": "line",
     "data.canaries.counts": (1, 4, 16),
     "data.batch_size": 16,
-    "num_train_steps": 40,
-    "eval_every_steps": 40,
-    "eval_steps": 5,
-    "checkpoint_every_steps": 40,
-    "log_every_steps": 10,
-    "optimizer.warmup_steps": 5,
+    "num_train_steps": 1800,
+    "eval_every_steps": 600,
+    "eval_steps": 40,
+    "checkpoint_every_steps": 600,
+    "log_every_steps": 100,
+    "optimizer.warmup_steps": 50,
     "optimizer.learning_rate": 2e-3,
     "model.num_layers": 2,
     "model.num_heads": 2,
