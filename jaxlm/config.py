@@ -211,6 +211,11 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+TASKS = ("lm", "classify", "seq2seq")  # finetune.task
+POOLINGS = ("first", "last", "mean")  # finetune.pooling (jaxlm/heads.py), besides 'auto'.
+BEST_METRICS = {"accuracy": 1, "macro_f1": 1, "f1": 1, "bleu": 1, "chrf": 1, "loss": -1}  # +1: max
+
+
 def _fail(field: str, problem: str, fix: str) -> None:
   raise ConfigError(f"config.{field}: {problem} Fix: {fix}")
 
@@ -313,6 +318,43 @@ def validate_fields(c: ml_collections.ConfigDict) -> None:
   _validate_sgd_step_decay(o)
   _validate_families(c)
   _validate_bias(c)  # bias: CDA, canaries, DP-SGD.
+  validate_finetune(c)
+
+
+def validate_finetune(c: ml_collections.ConfigDict) -> None:
+  """config.finetune (and what a task needs of the model and optimizer)."""
+  f = c.finetune
+  if f.task not in TASKS:
+    raise ConfigError(f"config.finetune.task: {f.task!r} is not one of {TASKS}. Fix: pick one.")
+  if f.pooling not in ("auto", *POOLINGS):
+    raise ConfigError(f"config.finetune.pooling: {f.pooling!r} is not one of "
+                      f"{('auto', *POOLINGS)}. Fix: pick one.")
+  if f.best_metric not in BEST_METRICS:
+    raise ConfigError(f"config.finetune.best_metric: {f.best_metric!r} is not one of "
+                      f"{tuple(BEST_METRICS)}. Fix: pick one.")
+  if f.patience < 0:
+    raise ConfigError(f"config.finetune.patience={f.patience}: use 0 (off) or more.")
+  if f.task == "lm":
+    return
+  if f.task == "classify" and f.pooling == "first" and c.model.causal and \
+      c.model.family != "bert":
+    raise ConfigError("config.finetune.pooling='first' on a causal model: the first token sees "
+                      "nothing of the text. Fix: use 'last' or 'mean' (or a bert backbone).")
+  if f.task == "seq2seq" and (c.model.family not in ("gpt", "lstm") or not c.model.causal):
+    raise ConfigError(f"config.finetune.task='seq2seq' generates left to right and needs a causal "
+                      f"model, not family={c.model.family!r} (causal={c.model.causal}). Fix: "
+                      "use model.family='gpt' or 'lstm'.")
+  if c.model.family == "ngram":
+    raise ConfigError("config.model.family='ngram' is count-based and cannot be fine-tuned. "
+                      "Fix: use gpt, bert or lstm.")
+  if not 0 < f.layer_lr_decay <= 1:
+    raise ConfigError(f"config.finetune.layer_lr_decay={f.layer_lr_decay}: use 0 < decay <= 1.")
+  if f.layer_lr_decay != 1 and c.model.scan_layers:
+    raise ConfigError("config.finetune.layer_lr_decay needs one parameter set per layer. Fix: "
+                      "--config.model.scan_layers=False.")
+  if c.optimizer.grad_accum_steps != 1:
+    raise ConfigError("config.optimizer.grad_accum_steps: fine-tuning uses whole batches. "
+                      "Fix: set it to 1 and choose data.batch_size.")
 
 
 def _validate_bias(c: ml_collections.ConfigDict) -> None:
@@ -331,9 +373,9 @@ def _validate_bias(c: ml_collections.ConfigDict) -> None:
     if dp.l2_clip <= 0 or dp.noise_multiplier < 0 or not 0 < dp.delta < 1:
       _fail("optimizer.dp", f"l2_clip={dp.l2_clip}, noise_multiplier={dp.noise_multiplier}, "
             f"delta={dp.delta}.", "use l2_clip > 0, noise_multiplier >= 0, 0 < delta < 1.")
-    if c.model.family not in ("gpt", "lstm", "bert") or c.model.get("carry_state", False):
+    if c.model.family not in ("gpt", "lstm", "bert") or c.model.carry_state:
       _fail("optimizer.dp", f"needs a neural family without carried state, not "
-            f"{c.model.family!r} (carry_state={c.model.get('carry_state', False)}).",
+            f"{c.model.family!r} (carry_state={c.model.carry_state}).",
             "use gpt/bert/lstm with model.carry_state=False, or dp.enabled=False.")
 
 

@@ -11,110 +11,30 @@ for comparison. The best checkpoint on `finetune.best_metric` is kept in
 
 from __future__ import annotations
 
-import functools
 import os
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 from absl import logging
 
 from jaxlm import checkpoint as ckpt_lib
+from jaxlm import config as config_lib
 from jaxlm import (
   heads,
   objectives,
   optim,
   pretrained,
-  resilience,
   seq2seq,
-  sharding,
   tasks,
   train,
 )
 from jaxlm import metrics as metrics_lib
 from jaxlm import workdir as wd_lib
-from jaxlm.config import ConfigError
 from jaxlm.data import tokenizers as tok_lib
 
-TASKS = ("lm", "classify", "seq2seq")
-BEST_METRICS = {"accuracy": 1, "macro_f1": 1, "f1": 1, "bleu": 1, "chrf": 1, "loss": -1}
-
-
-def validate_task(c) -> None:
-  f = c.finetune
-  if f.task not in TASKS:
-    raise ConfigError(f"config.finetune.task: {f.task!r} is not one of {TASKS}. Fix: pick one.")
-  if f.pooling not in ("auto", *heads.POOLINGS):
-    raise ConfigError(f"config.finetune.pooling: {f.pooling!r} is not one of "
-                      f"{('auto', *heads.POOLINGS)}. Fix: pick one.")
-  if f.task == "classify" and f.pooling == "first" and c.model.causal and \
-      c.model.family != "bert":
-    raise ConfigError("config.finetune.pooling='first' on a causal model: the first token sees "
-                      "nothing of the text. Fix: use 'last' or 'mean' (or a bert backbone).")
-  if f.task == "seq2seq" and (c.model.family not in ("gpt", "lstm") or not c.model.causal):
-    raise ConfigError(f"config.finetune.task='seq2seq' generates left to right and needs a causal "
-                      f"model, not family={c.model.family!r} (causal={c.model.causal}). Fix: "
-                      "use model.family='gpt' or 'lstm'.")
-  if c.model.family == "ngram" and f.task != "lm":
-    raise ConfigError("config.model.family='ngram' is count-based and cannot be fine-tuned. "
-                      "Fix: use gpt, bert or lstm.")
-  if f.best_metric not in BEST_METRICS:
-    raise ConfigError(f"config.finetune.best_metric: {f.best_metric!r} is not one of "
-                      f"{tuple(BEST_METRICS)}. Fix: pick one.")
-  if not 0 < f.layer_lr_decay <= 1:
-    raise ConfigError(f"config.finetune.layer_lr_decay={f.layer_lr_decay}: use 0 < decay <= 1.")
-  if f.layer_lr_decay != 1 and c.model.scan_layers:
-    raise ConfigError("config.finetune.layer_lr_decay needs one parameter set per layer. Fix: "
-                      "--config.model.scan_layers=False.")
-  if c.optimizer.grad_accum_steps != 1:
-    raise ConfigError("config.optimizer.grad_accum_steps: fine-tuning uses whole batches. "
-                      "Fix: set it to 1 and choose data.batch_size.")
-  if f.patience < 0:
-    raise ConfigError(f"config.finetune.patience={f.patience}: use 0 (off) or more.")
-
-
-# ----------------------------------------------------------------------------- steps
-
-
-def task_sums(params, model, batch: dict, rng, task: str, deterministic: bool) -> tuple:
-  """(summed loss, sums) of one batch; rows/tokens of weight 0 do not count."""
-  if task == "classify":
-    logits_BC = model.apply({"params": params}, batch["ids"], deterministic=deterministic,
-                            rngs={"dropout": rng})
-    w_B = batch["weight"]
-    nll_B = optax.softmax_cross_entropy_with_integer_labels(logits_BC, batch["labels"])
-    preds_B = jnp.argmax(logits_BC, -1)
-    sums = {"loss_sum": jnp.sum(nll_B * w_B), "weight_sum": jnp.sum(w_B),
-            "correct_sum": jnp.sum((preds_B == batch["labels"]) * w_B)}
-    return sums["loss_sum"], (sums, preds_B)
-  tokens = batch["tokens"]
-  weights = batch["weights"] * batch["weight"][:, None]
-  logits = model.apply({"params": params}, tokens[:, :-1], deterministic=deterministic,
-                       rngs={"dropout": rng})
-  sums = objectives.cross_entropy_sums(logits, tokens[:, 1:], weights)
-  return sums["loss_sum"], (sums, None)
-
-
-def task_train_step(state, batch, *, model, tx, schedule, seed: int, task: str):
-  rng = jax.random.fold_in(jax.random.key(seed), state.step)
-  grads, (sums, _) = jax.grad(task_sums, has_aux=True)(state.params, model, batch, rng, task,
-                                                       False)
-  denom = jnp.maximum(sums["weight_sum"], 1.0)
-  grads = jax.tree.map(lambda g: g / denom, grads)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
-  metrics = {"train_loss": sums["loss_sum"] / denom, "train_accuracy": sums["correct_sum"] / denom,
-             "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
-  return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
-
-
-def task_eval_step(params, batch, *, model, task: str) -> dict:
-  _, (sums, preds) = task_sums(params, model, batch, jax.random.key(0), task, True)
-  if task == "classify":
-    sums = {**sums, "preds": preds, "labels": batch["labels"], "weight": batch["weight"]}
-  return sums
+BEST_METRICS = config_lib.BEST_METRICS
+validate_task = config_lib.validate_finetune  # Also run by config.validate, before any work.
 
 
 # ----------------------------------------------------------------------------- run
@@ -124,7 +44,6 @@ class TaskRun(train.Run):
   """A `train.Run` whose model is the task model and whose data are task arrays."""
 
   def __init__(self, config, workdir: str | None, devices=None, restore_backbone: bool = True):
-    validate_task(config)
     f, d = config.finetune, config.data
     self.config, self.task, self.ref = config, f.task, None
     if config.init_from and restore_backbone:
@@ -135,19 +54,24 @@ class TaskRun(train.Run):
     self._raw: dict = {}
     self.class_names = tasks.class_names(d) if self.task == "classify" else []
     super().__init__(config, workdir, devices)
-    self.backbone = self.model
-    if self.task == "classify":
-      pooling = f.pooling if f.pooling != "auto" else heads.default_pooling(
-          config.model.family, bool(config.model.causal))
-      self.pooling = pooling
-      self.model = heads.Classifier(self.backbone, len(self.class_names), pooling,
-                                    f.head_dropout)
-    self.carry_state = False  # Task rows are independent: no LSTM state across batches.
-    self.tx, self.schedule = optim.make_optimizer(
-        config.optimizer, config.num_train_steps,
-        extra=[optim.scale_by_group(config.finetune, config.model.num_layers,
-                                    config.optimizer.learning_rate)])
-    self._init_shardings()
+
+  def _model(self):
+    f = self.config.finetune
+    self.backbone = super()._model()
+    if self.task != "classify":
+      return self.backbone
+    self.pooling = f.pooling if f.pooling != "auto" else heads.default_pooling(
+        self.config.model.family, bool(self.config.model.causal))
+    return heads.Classifier(self.backbone, len(self.class_names), self.pooling, f.head_dropout)
+
+  def _objective(self) -> objectives.Objective:
+    # Task rows are independent: no LSTM state across batches (Run: carry_state False).
+    return objectives.Classification() if self.task == "classify" else objectives.Seq2Seq()
+
+  def _optimizer(self) -> tuple:
+    c = self.config
+    return optim.make_optimizer(c.optimizer, c.num_train_steps, extra=[optim.scale_by_group(
+        c.finetune, c.model.num_layers, c.optimizer.learning_rate)])
 
   def _tokenizer(self) -> tok_lib.Tokenizer:
     d = self.config.data
@@ -190,19 +114,11 @@ class TaskRun(train.Run):
     logging.info("Backbone restored from %s (step %d)", self.ref.step_dir, self.ref.step)
     return state.replace(params=params)  # Adam's fresh state does not depend on the values.
 
-  def jit_train_step(self):
-    step = functools.partial(task_train_step, model=self.model, tx=self.tx,
-                             schedule=self.schedule, seed=self.config.seed, task=self.task)
-    if self.config.nan_policy != "stop":
-      step = resilience.guard_step(step)  # As in the LM step: skip non-finite updates.
-    return jax.jit(step, in_shardings=(self.state_shardings, None),
-                   out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
-                   donate_argnums=(0,))
-
-  def jit_eval_step(self):
-    step = functools.partial(task_eval_step, model=self.model, task=self.task)
-    return jax.jit(step, in_shardings=(self.state_shardings.params, None),
-                   out_shardings=sharding.replicated(self.mesh))
+  @property
+  def batch_in_shardings(self):
+    """None: task batches mix ranks (labels [B], ids [B, L]); the steps take the shardings
+    `to_global` gave them."""
+    return None
 
   def to_global(self, local_batch: dict) -> dict:
     """Rows sharded over the batch axes, whatever the array's rank."""

@@ -16,10 +16,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxlm.config import POOLINGS
 from jaxlm.data.tokenizers import PAD_ID
 from jaxlm.layers.mlp import bias_init, dense_init
-
-POOLINGS = ("first", "last", "mean")
 
 
 def pool(h_BLD: jax.Array, ids_BL: jax.Array, pooling: str) -> jax.Array:

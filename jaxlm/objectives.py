@@ -1,7 +1,15 @@
-"""Training objectives: each maps (model outputs, batch) to summed losses and weights.
+"""Training objectives: each owns batch -> (summed loss, sums) for its model.
+
+`Objective` (causal and masked LM, every pretraining family), `Classification` and
+`Seq2Seq` (fine-tuning) share one interface, so one `steps.train_step` and one
+`steps.eval_step` serve them all:
+
+  loss(params, model, batch, rng, document_attention, deterministic, carry=None,
+       with_bytes=False) -> (loss_sum, sums)
+  eval_sums(...)  -> sums for evaluation (classification adds its predictions)
 
 Sums (not means) are returned so that microbatches, devices and eval batches
-combine exactly: the mean is taken once, over all real tokens.
+combine exactly: the mean is taken once, over all real tokens (or rows).
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxlm.data import pipeline
 from jaxlm.data.tokenizers import BOS_ID, CLS_ID, EOS_ID, MASK_ID, NUM_SPECIAL, PAD_ID, SEP_ID
 
 # Never selected for masked-LM prediction (as in BERT): structure, not text. <unk> stands
@@ -122,6 +131,83 @@ class Objective:
       b["positions"] = None
     return b
 
+  def loss(self, params, model, batch: dict, rng, document_attention: bool,
+           deterministic: bool, carry=None, with_bytes: bool = False) -> tuple[jax.Array, dict]:
+    """Summed loss and sums of a batch of packed windows.
+
+    With `carry` (recurrent state) sums['carry'] is the new state; with `with_bytes`
+    sums['byte_sum'] holds the UTF-8 bytes of the source text the weighted targets cover
+    (the eval batch's 'bytes' field; for bits per byte).
+    """
+    b = self.inputs(batch, rng, document_attention)
+    extra = {"type_ids_BL": b["type_ids"]} if "type_ids" in b else {}
+    if carry is not None:
+      extra["carry"] = carry
+    logits = model.apply({"params": params}, b["inputs"], b["positions"], b["segment_ids"],
+                         deterministic=deterministic, rngs={"dropout": rng}, **extra)
+    if carry is not None:
+      logits, carry = logits
+    sums = cross_entropy_sums(logits, b["targets"], b["weights"])
+    if with_bytes:
+      sums["byte_sum"] = jnp.sum(pipeline.target_bytes(batch, self.name) * b["weights"])
+    if carry is not None:
+      sums["carry"] = jax.lax.stop_gradient(carry)
+    return sums["loss_sum"], sums
+
+  def eval_sums(self, params, model, batch: dict, document_attention: bool,
+                carry=None) -> dict:
+    """The sums of one eval batch (deterministic; target bytes included)."""
+    return self.loss(params, model, batch, jax.random.key(0), document_attention, True, carry,
+                     with_bytes=True)[1]
+
+
+@dataclasses.dataclass(frozen=True)
+class Classification(Objective):
+  """Fine-tuning: one label per row. Batch: 'ids' [B, L], 'labels' [B], 'weight' [B] (0 for
+  padding rows); the model returns class logits [B, C]."""
+
+  name: str = "classify"
+
+  def loss(self, params, model, batch: dict, rng, document_attention: bool = False,
+           deterministic: bool = True, carry=None, with_bytes: bool = False) -> tuple:
+    sums, _ = self._sums(params, model, batch, rng, deterministic)
+    return sums["loss_sum"], sums
+
+  def eval_sums(self, params, model, batch: dict, document_attention: bool = False,
+                carry=None) -> dict:
+    sums, preds_B = self._sums(params, model, batch, jax.random.key(0), True)
+    return {**sums, "preds": preds_B, "labels": batch["labels"], "weight": batch["weight"]}
+
+  @staticmethod
+  def _sums(params, model, batch: dict, rng, deterministic: bool) -> tuple[dict, jax.Array]:
+    logits_BC = model.apply({"params": params}, batch["ids"], deterministic=deterministic,
+                            rngs={"dropout": rng})
+    w_B = batch["weight"]
+    nll_B = optax.softmax_cross_entropy_with_integer_labels(logits_BC.astype(jnp.float32),
+                                                            batch["labels"])
+    preds_B = jnp.argmax(logits_BC, -1)
+    return {"loss_sum": jnp.sum(nll_B * w_B), "weight_sum": jnp.sum(w_B),
+            "correct_sum": jnp.sum((preds_B == batch["labels"]) * w_B)}, preds_B
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2Seq(Objective):
+  """Fine-tuning: the causal LM on `source <sep> target <eos>` rows, loss on the target only.
+  Batch: 'tokens' [B, L+1], 'weights' [B, L] (1 on target tokens), 'weight' [B] (rows)."""
+
+  name: str = "seq2seq"
+
+  def loss(self, params, model, batch: dict, rng, document_attention: bool = False,
+           deterministic: bool = True, carry=None, with_bytes: bool = False) -> tuple:
+    tokens = batch["tokens"]
+    weights = batch["weights"] * batch["weight"][:, None]
+    logits = model.apply({"params": params}, tokens[:, :-1], deterministic=deterministic,
+                         rngs={"dropout": rng})
+    sums = cross_entropy_sums(logits, tokens[:, 1:], weights)
+    return sums["loss_sum"], sums
+
+
+CAUSAL_LM = Objective("causal_lm")
 
 OBJECTIVES = {"gpt": "causal_lm", "lstm": "causal_lm", "bert": "masked_lm"}
 

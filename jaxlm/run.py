@@ -41,10 +41,10 @@ class Run:
     d = config.data
     distributed.main_first(lambda: sources.get_builder(d), "data_prepared")  # No race.
     self.tokenizer = self._tokenizer()
-    self.model = models.build_model(config.model, self.tokenizer.vocab_size, d.seq_len)
-    self.objective = objectives.for_config(config, self.tokenizer.vocab_size)
-    self.carry_state = bool(config.model.carry_state)
-    self.tx, self.schedule = optim.make_optimizer(config.optimizer, config.num_train_steps)
+    self.model = self._model()
+    self.objective = self._objective()
+    self.carry_state = bool(config.model.carry_state) and self.objective.name == "causal_lm"
+    self.tx, self.schedule = self._optimizer()
     self.batch_sharding = sharding.batch_sharding(self.mesh, self.rules)
     self.local_batch_size = d.batch_size // jax.process_count()  # This process's rows.
     self.document_attention = bool(d.document_attention)
@@ -58,6 +58,18 @@ class Run:
           lambda: tok_lib.get_tokenizer(d.tokenizer, self.workdir, texts, d), "tokenizer")
     except (ValueError, FileNotFoundError) as e:  # Mismatched/missing tokenizer files.
       raise sources.DataError(str(e)) from e
+
+  # What a kind of run builds differently (fine-tuning: `finetune.TaskRun`).
+
+  def _model(self):
+    return models.build_model(self.config.model, self.tokenizer.vocab_size,
+                              self.config.data.seq_len)
+
+  def _objective(self) -> objectives.Objective:
+    return objectives.for_config(self.config, self.tokenizer.vocab_size)
+
+  def _optimizer(self) -> tuple:
+    return optim.make_optimizer(self.config.optimizer, self.config.num_train_steps)
 
   def _init_fn(self, rng):
     d = self.config.data
@@ -118,7 +130,7 @@ class Run:
           document_attention=self.document_attention, batch_sharding=self.batch_sharding)
     if self.config.nan_policy != "stop":
       step = resilience.guard_step(step)  # Non-finite steps keep the old state, in the jit.
-    return jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding),
+    return jax.jit(step, in_shardings=(self.state_shardings, self.batch_in_shardings),
                    out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
                    donate_argnums=(0,))
 
@@ -133,7 +145,7 @@ class Run:
       carry = self.state_shardings.carry
       return jax.jit(step, in_shardings=(self.state_shardings.params, self.batch_sharding, carry),
                      out_shardings={**{k: rep for k in SUM_KEYS}, "carry": carry})
-    return jax.jit(step, in_shardings=(self.state_shardings.params, self.batch_sharding),
+    return jax.jit(step, in_shardings=(self.state_shardings.params, self.batch_in_shardings),
                    out_shardings=rep)
 
   def resume(self, checkpointer, train_iter) -> tuple[TrainState, dict]:
@@ -149,6 +161,11 @@ class Run:
     train_iter.set_state(data_state)
     logging.info("Resumed from step %d in %s", step, checkpointer.directory)
     return state, checkpointer.restore_meta(step)
+
+  @property
+  def batch_in_shardings(self):
+    """The jitted steps' batch sharding: every window row-sharded over the batch axes."""
+    return self.batch_sharding
 
   def to_global(self, local_batch: dict) -> dict:
     """This process's rows -> one global array per key, sharded over the batch axes."""

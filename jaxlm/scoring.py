@@ -136,7 +136,7 @@ def _neural_logprob_fn(im) -> TokenLogprobFn:
   from jaxlm import sharding
 
   masked = im.config.model.family == "bert"
-  type_ids = bool(im.config.model.get("type_vocab_size", 0))
+  type_ids = bool(im.config.model.type_vocab_size)
 
   @jax.jit
   def fn(params, ids_BL, tgt_BL):

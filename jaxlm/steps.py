@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import optax
 
 from jaxlm import objectives
-from jaxlm.data import pipeline
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -26,39 +25,21 @@ class TrainState(flax.struct.PyTreeNode):
 
 
 def model_inputs(batch: dict, document_attention: bool) -> dict:
-  """Batch of packed windows -> the model's keyword inputs and the LM targets."""
-  return objectives.Objective().inputs(batch, None, document_attention)
+  """Batch of packed windows -> the causal LM's inputs and targets."""
+  return objectives.CAUSAL_LM.inputs(batch, None, document_attention)
 
 
 def loss_and_metrics(params, model, batch: dict, rng, document_attention: bool,
-                     deterministic: bool, objective: objectives.Objective | None = None,
+                     deterministic: bool, objective: objectives.Objective = objectives.CAUSAL_LM,
                      carry=None, with_bytes: bool = False) -> tuple[jax.Array, dict]:
-  """Summed loss and metrics of one batch.
-
-  With `carry` (recurrent state) sums['carry'] is the new state; with `with_bytes`
-  sums['byte_sum'] holds the UTF-8 bytes of the source text the weighted targets cover
-  (the eval batch's 'bytes' field; for bits per byte).
-  """
-  objective = objective or objectives.Objective()
-  b = objective.inputs(batch, rng, document_attention)
-  extra = {"type_ids_BL": b["type_ids"]} if "type_ids" in b else {}
-  if carry is not None:
-    extra["carry"] = carry
-  logits = model.apply({"params": params}, b["inputs"], b["positions"], b["segment_ids"],
-                       deterministic=deterministic, rngs={"dropout": rng}, **extra)
-  if carry is not None:
-    logits, carry = logits
-  sums = objectives.cross_entropy_sums(logits, b["targets"], b["weights"])
-  if with_bytes:
-    sums["byte_sum"] = jnp.sum(pipeline.target_bytes(batch, objective.name) * b["weights"])
-  if carry is not None:
-    sums["carry"] = jax.lax.stop_gradient(carry)
-  return sums["loss_sum"], sums
+  """Summed loss and sums of one batch: the objective's (`Objective.loss`)."""
+  return objective.loss(params, model, batch, rng, document_attention, deterministic, carry,
+                        with_bytes)
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx, schedule, seed: int,
                accum_steps: int, document_attention: bool, batch_sharding,
-               objective: objectives.Objective | None = None) -> tuple:
+               objective: objectives.Objective = objectives.CAUSAL_LM) -> tuple:
   """One optimizer step; `accum_steps` microbatches are scanned inside the jit."""
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
   grad_fn = jax.grad(functools.partial(loss_and_metrics, objective=objective, carry=state.carry),
@@ -100,12 +81,11 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, seed: int
 
 
 def eval_step(params, batch: dict, carry=None, *, model, document_attention: bool,
-              objective: objectives.Objective | None = None) -> dict:
-  """Summed loss, weight, correct and target bytes of one eval batch (padding weighs 0).
+              objective: objectives.Objective = objectives.CAUSAL_LM) -> dict:
+  """Summed loss, weight, correct and target bytes of one eval batch (padding weighs 0);
+  classification adds its predictions (`Objective.eval_sums`).
 
   With `carry` (an LSTM state carried across windows) the sums hold the new state
   under 'carry'; without, every window starts from a zero state.
   """
-  _, sums = loss_and_metrics(params, model, batch, jax.random.key(0), document_attention, True,
-                             objective, carry=carry, with_bytes=True)
-  return sums
+  return objective.eval_sums(params, model, batch, document_attention, carry)

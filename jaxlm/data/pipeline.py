@@ -164,7 +164,7 @@ def train_dataset(d, tokenizer: Tokenizer, seed: int, process_index: int = 0,
     ds = ds.shuffle(seed=seed)
   local_bs = d.batch_size // process_count
   if _packing(d) == "pad":
-    ds = ds.repeat(None).map(_PadRow(tokenizer, d.seq_len + 1, d.get("truncate", True),
+    ds = ds.repeat(None).map(_PadRow(tokenizer, d.seq_len + 1, d.truncate,
                                      with_labels))
     return ds.to_iter_dataset(_read_options(d)).batch(local_bs, drop_remainder=True)
   ds = ds.repeat(None).map(_Tokenize(tokenizer))
@@ -188,7 +188,7 @@ def eval_batches(d, tokenizer: Tokenizer, split: str | None = None, process_inde
   split = split or d.eval_split
   ds = documents(d, split, process_index, process_count)
   if _packing(d) == "pad":
-    rows_ds = ds.map(_PadRow(tokenizer, d.seq_len + 1, d.get("truncate", True), with_labels,
+    rows_ds = ds.map(_PadRow(tokenizer, d.seq_len + 1, d.truncate, with_labels,
                              with_bytes=True))
     rows_iter = iter(rows_ds.to_iter_dataset(_read_options(d)))
   else:
@@ -224,12 +224,12 @@ def _read_options(d) -> grain.ReadOptions:
   pipeline's own thread, which `Prefetcher` already runs in the background) was
   2-20x faster on 2 cores (experiments/data_bench).
   """
-  return grain.ReadOptions(num_threads=int(d.get("read_threads", 0)),
-                           prefetch_buffer_size=int(d.get("read_buffer", 16)))
+  return grain.ReadOptions(num_threads=int(d.read_threads),
+                           prefetch_buffer_size=int(d.read_buffer))
 
 
 def _packing(d) -> str:
-  packing = d.get("packing", "pack")
+  packing = d.packing
   if packing not in PACKINGS:
     raise sources.DataError(f"config.data.packing={packing!r} is not one of {PACKINGS}.")
   return packing

@@ -18,7 +18,7 @@ from jaxlm.data.tokenizers import Tokenizer
 
 
 def num_shards(d, process_count: int) -> int:
-  s = int(d.get("shards", 0) or 0) or process_count
+  s = int(d.shards) or process_count
   if s % process_count:
     raise ConfigError(f"config.data.shards={s} is not divisible by {process_count} processes. "
                       f"Fix: use a multiple of {process_count} (or 0 = one per process).")
