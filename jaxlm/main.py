@@ -4,8 +4,6 @@ Parses flags, starts `jax.distributed` when asked, logs the devices, and hands
 the config and workdir to `modes.run_mode`. All logic lives in importable modules.
 """
 
-from __future__ import annotations
-
 import sys
 
 import jax
