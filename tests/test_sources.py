@@ -260,3 +260,29 @@ def test_recipes_read_shared_data_when_present(data_dir):
   ids = tok.encode(test)
   assert (ids == tok.eos_id).sum() == test.count("\n") and 0.02 < (ids == tok.unk_id).mean() < 0.2
 
+
+
+def test_a_dataset_prepared_meanwhile_by_another_process_is_used(tmp_path, monkeypatch):
+  """Two runs of a sweep prepare one dataset at once: tfds's second rename into place fails
+  (FileExistsError); that process uses the first one's folder instead of crashing."""
+  d = base_config().data
+  d.path = str(tmp_path / "t.txt")
+  (tmp_path / "t.txt").write_text("\n\n".join(f"document {i}" for i in range(40)))
+  d.data_dir, d.doc_unit = str(tmp_path / "tfds"), "paragraph"
+  real = sources.JaxlmLocalText.download_and_prepare
+
+  def loser(self, *a, **kw):  # The other process finishes first; our rename then fails.
+    real(self, *a, **kw)
+    raise FileExistsError("Cannot rename incomplete.X: destination already exists.")
+
+  monkeypatch.setattr(sources.JaxlmLocalText, "download_and_prepare", loser)
+  builder = sources.get_builder(d)
+  assert builder.is_prepared() and len(sources.data_source(d, "train")) > 30
+
+  def never(self, *a, **kw):  # Negative control: nothing was prepared after all.
+    raise FileExistsError("Cannot rename incomplete.X")
+
+  monkeypatch.setattr(sources.JaxlmLocalText, "download_and_prepare", never)
+  d.data_dir = str(tmp_path / "tfds2")
+  with pytest.raises(FileExistsError):
+    sources.get_builder(d)

@@ -280,13 +280,11 @@ def get_builder(d, prepare: bool = True) -> tfds.core.DatasetBuilder:
   """The prepared tfds builder for `config.data` (preparing it once if it is ours)."""
   tfds.disable_progress_bar()
   if d.path:
-    builder = JaxlmLocalText(config=local_config(d), data_dir=_data_dir(d),
-                             file_format="array_record")
+    cfg = local_config(d)
   else:
     if d.name == stdlib_docs.NAME:
-      builder = stdlib_docs.JaxlmStdlibDocs(data_dir=_data_dir(d), file_format="array_record")
-      if not builder.is_prepared():
-        builder.download_and_prepare()
+      builder = _prepared(lambda: stdlib_docs.JaxlmStdlibDocs(data_dir=_data_dir(d),
+                                                              file_format="array_record"))
     elif not d.name:
       raise DataError("config.data.name and config.data.path are both empty. Fix: name a "
                       "tfds dataset or give local files.")
@@ -296,10 +294,25 @@ def get_builder(d, prepare: bool = True) -> tfds.core.DatasetBuilder:
       return builder
     for split in _upstream_splits(d):
       _check_split(builder, split)
-    builder = JaxlmLocalText(config=local_config(d, upstream=builder), data_dir=_data_dir(d),
-                             file_format="array_record")
-  if prepare and not builder.is_prepared():
+    cfg = local_config(d, upstream=builder)
+  make = lambda: JaxlmLocalText(config=cfg, data_dir=_data_dir(d), file_format="array_record")
+  return _prepared(make) if prepare else make()
+
+
+def _prepared(make):
+  """`make()`'s builder, prepared. Another process preparing the same dataset at the same
+  moment (two runs of a sweep on one data folder) is not an error: tfds renames its finished
+  folder into place, the second rename fails, and that process uses the first one's."""
+  builder = make()
+  if builder.is_prepared():
+    return builder
+  try:
     builder.download_and_prepare()
+  except FileExistsError:
+    builder = make()
+    if not builder.is_prepared():
+      raise
+    logging.info("%s was prepared by another process meanwhile; using it.", builder.name)
   return builder
 
 
