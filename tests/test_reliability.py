@@ -114,7 +114,7 @@ def test_disk_full_at_checkpoint_is_clear_and_keeps_the_previous(ref, tmp_path, 
   ckpt = ckpt_lib.Checkpointer(wd, 3)
   step, state, data = ckpt.restore_latest(run.abstract_state)
   with pytest.raises(ckpt_lib.CheckpointError) as e:
-    train._save_checkpoint(ckpt, 8, state, data, run, {"disk_full_at_checkpoint": {8}})
+    train._save_checkpoint(ckpt, 8, state, data, run.meta(), {"disk_full_at_checkpoint": {8}})
   ckpt.close()
   msg = str(e.value)
   assert "Writing checkpoint step 8" in msg and "File too large" in msg
