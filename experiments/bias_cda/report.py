@@ -37,7 +37,8 @@ def main() -> None:
         os.path.join(wd, "ngram.npz")):
       missing.append(os.path.basename(wd))  # Not trained (yet): reported, not scored.
       continue
-    done = sorted(glob.glob(os.path.join(wd, "bias_crows_pairs_*.json")))
+    done = sorted(glob.glob(os.path.join(wd, "bias_crows_pairs_*.json")),  # By step, not as text.
+                  key=lambda f: int(os.path.basename(f).rsplit("_", 1)[1].split(".")[0]))
     if done:  # Scored already (by this script or `python -m jaxlm.bias`): reuse the file.
       with open(done[-1]) as f:
         r = json.load(f)
