@@ -44,6 +44,7 @@ class TaskRun(train.Run):
   """A `train.Run` whose model is the task model and whose data are task arrays."""
 
   def __init__(self, config, workdir: str | None, devices=None, restore_backbone: bool = True):
+    config_lib.validate_fields(config)  # Before init_from writes the tokenizer into workdir.
     f, d = config.finetune, config.data
     self.config, self.task, self.ref = config, f.task, None
     if config.init_from and restore_backbone:
