@@ -21,6 +21,7 @@ from absl import app, flags, logging
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import evaluation, finetune, ngram_run, train
 from jaxlm import workdir as wd_lib
+from jaxlm.data import sources
 from jaxlm.data import tokenizers as tok_lib
 from jaxlm.errors import USER_ERRORS
 from jaxlm.metrics import format_classification_report
@@ -83,8 +84,8 @@ def _evaluate_ngram(config, workdir: str, split: str) -> dict:
                                    "with this config and --workdir first.")
   tok = tok_lib.load_tokenizer(workdir)
   lm = KneserNeyLM.load(path)
-  result = ngram_run.evaluate(lm, ngram_run.tokenized_docs(config.data, split, tok,
-                                                           with_bytes=True))
+  docs = ngram_run.tokenized_docs(sources.DataSource(config.data), split, tok, with_bytes=True)
+  result = ngram_run.evaluate(lm, docs)
   out = {"split": split, "step": 0, "checkpoint": "latest", "task": "lm", "family": "ngram",
          "eval_path": "jaxlm.ngram_run.evaluate", "state_handling": "per_document", **result}
   wd_lib.write_json(wd_lib.path(workdir) / f"eval_{split}_0.json", out)

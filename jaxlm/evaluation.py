@@ -52,9 +52,10 @@ def _batches(run, split: str | None, max_batches: int, stride: int) -> list[dict
                      "(model.carry_state). Fix: use stride=1 or max_batches.")
   if carried and d.doc_unit == "file":  # One stream per split, cut into B lanes.
     return lanes.stream_eval_batches(d, run.tokenizer, split, jax.process_index(),
-                                     jax.process_count(), max_batches)
+                                     jax.process_count(), max_batches, run.data)
   batches = pipeline.eval_batches(d, run.tokenizer, split, jax.process_index(),
-                                  jax.process_count(), -1 if stride > 1 else max_batches)
+                                  jax.process_count(), -1 if stride > 1 else max_batches,
+                                  source=run.data)
   batches = batches[::stride]
   if carried:
     return deal_into_lanes(batches, run.local_batch_size)

@@ -86,7 +86,7 @@ class TaskRun(train.Run):
   def raw(self, split: str) -> tuple[list[str], list]:
     """(texts, label ids) or (sources, targets) of a split, read once."""
     if split not in self._raw:
-      self._raw[split] = tasks.read_split(self.config.data, split, self.task)
+      self._raw[split] = tasks.read_split(self.config.data, split, self.task, self.data)
     return self._raw[split]
 
   def arrays(self, split: str) -> dict[str, np.ndarray]:

@@ -8,12 +8,10 @@ Choices, all following Chen & Goodman (1998) and KenLM (Heafield et al. 2013) un
 
 * Padding. Each document is `[BOS] * bos_pad + doc + [EOS]`; every doc token and the EOS
   are predicted, BOS padding is only context, and no n-gram reaches before the padding.
-  `bos_pad=1` (default) is SRILM's and KenLM's `<s> doc </s>`: the first word's highest order is
-  the bigram `<s> w`. `bos_pad=order-1` (this module's old default) repeats `<s>` so every
-  position has full-order n-grams; the same counts are then discounted and interpolated at
-  every order, which smooths sentence starts more than the standard model (PTB valid KN5:
-  153.6 vs 148.5). A query context is used as given (its longest suffix of at most
-  `order - 1` ids): a caller who wants "start of document" passes a BOS id.
+  `bos_pad=1` (default) is SRILM's and KenLM's `<s> doc </s>`. `bos_pad=order-1` repeats `<s>`
+  so every position has full-order n-grams, which smooths sentence starts more than the
+  standard model (PTB valid KN5: 153.6 vs 148.5). A query context is used as given (its
+  longest suffix of at most `order - 1` ids): for "start of document" pass a BOS id.
 * Predictable vocabulary. PAD and BOS are never predicted: they get probability 0 and the
   uniform floor is `1 / (vocab_size - 2)` over the other ids (EOS, UNK and the other specials
   included), so every distribution sums to 1 over the predictable ids. UNK is an ordinary

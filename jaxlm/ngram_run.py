@@ -35,12 +35,13 @@ from jaxlm.ngram import KneserNeyLM
 MODEL_FILE, META_FILE = "ngram.npz", "ngram.json"
 
 
-def tokenized_docs(d, split: str, tokenizer: tok_lib.Tokenizer, with_bytes: bool = False):
+def tokenized_docs(data: sources.DataSource, split: str, tokenizer: tok_lib.Tokenizer,
+                   with_bytes: bool = False):
   """Documents of a split as id arrays (no EOS: the n-gram model appends its own).
 
   `with_bytes`: (ids, source bytes of the document and its EOS) pairs, for `evaluate`.
   """
-  for text in sources.iter_texts(d, split):
+  for text in data.texts(split):
     if with_bytes:
       ids, nbytes = tokenizer.encode_document(text)
       yield ids[:-1], int(nbytes.sum())
@@ -59,7 +60,8 @@ def evaluate(lm: KneserNeyLM, docs) -> dict[str, float]:
   return {"loss": out["loss"], "ppl": out["ppl"], "tokens": float(num), "bpb": out["bpb"]}
 
 
-def _load_or_fit(config, workdir: str, tok: tok_lib.Tokenizer) -> KneserNeyLM:
+def _load_or_fit(config, workdir: str, tok: tok_lib.Tokenizer,
+                 data: sources.DataSource) -> KneserNeyLM:
   d, order = config.data, int(config.ngram.order)
   path, meta_path = wd_lib.path(workdir) / MODEL_FILE, wd_lib.path(workdir) / META_FILE
   meta = {"order": order, "tokenizer": tok.identity(), "train_split": d.train_split}
@@ -71,7 +73,7 @@ def _load_or_fit(config, workdir: str, tok: tok_lib.Tokenizer) -> KneserNeyLM:
     logging.info("Resumed: loaded the fitted %d-gram model from %s", order, path)
     return KneserNeyLM.load(path)
   t0 = time.time()
-  lm = KneserNeyLM(order, tok.vocab_size).fit(tokenized_docs(d, d.train_split, tok))
+  lm = KneserNeyLM(order, tok.vocab_size).fit(tokenized_docs(data, d.train_split, tok))
   logging.info("Fitted %r in %.1fs", lm, time.time() - t0)
   buf = io.BytesIO()
   lm.save(buf)
@@ -85,15 +87,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
   config_lib.validate(config, 1)
   wd_lib.ensure_writable(workdir)  # Bad path / read-only / full: one line naming it, no work.
   d = config.data
-  tok = tok_lib.get_tokenizer(d.tokenizer, workdir, lambda: sources.iter_texts(d, d.train_split),
-                              d)
-  lm = _load_or_fit(config, workdir, tok)
+  data = sources.DataSource(d)  # Opened once: tokenizer, fit and evaluation read it.
+  tok = tok_lib.get_tokenizer(d.tokenizer, workdir, lambda: data.texts(d.train_split), d)
+  lm = _load_or_fit(config, workdir, tok, data)
   wd_lib.write_config(workdir, config)  # Atomically, once the fitted model is accepted.
   augment.record(d, workdir)  # <workdir>/canaries.json, if canaries were inserted.
   # The model's size as the neural runs log theirs (the sweep report reads this line).
   logging.info("Parameters: %s total (stored n-gram entries, orders 1-%d: %s); vocab %d (%s)",
                f"{sum(lm.num_ngrams):,}", lm.order, lm.num_ngrams, tok.vocab_size, tok.kind)
-  ev = evaluate(lm, tokenized_docs(d, d.eval_split, tok, with_bytes=True))
+  ev = evaluate(lm, tokenized_docs(data, d.eval_split, tok, with_bytes=True))
   row = {f"eval_{k}": v for k, v in ev.items()}
   writer = MetricWriter(workdir, resume_step=-1)  # Re-evaluated each run: one step-0 row.
   writer.write(0, row)

@@ -16,7 +16,7 @@ from absl import logging
 from jaxlm import checkpoint as ckpt_lib
 from jaxlm import config as config_lib
 from jaxlm import distributed, dp, models, objectives, optim, resilience, sharding
-from jaxlm.data import sources
+from jaxlm.data import pipeline, sources
 from jaxlm.data import tokenizers as tok_lib
 from jaxlm.flops import flops_per_token
 from jaxlm.steps import TrainState, eval_step, loss_and_metrics, train_step
@@ -39,20 +39,22 @@ class Run:
     self.rules = sharding.rules_tuple(config.mesh.rules)
     sharding.check_rules(self.rules, self.mesh)
     d = config.data
-    distributed.main_first(lambda: sources.get_builder(d), "data_prepared")  # No race.
+    # The dataset, prepared (process 0 first: no race) and opened once for the whole run.
+    self.data = sources.DataSource(
+        d, distributed.main_first(lambda: sources.get_builder(d), "data_prepared"))
     self.tokenizer = self._tokenizer()
     self.model = self._model()
     self.objective = self._objective()
     self.carry_state = bool(config.model.carry_state) and self.objective.name == "causal_lm"
     self.tx, self.schedule = self._optimizer()
     self.batch_sharding = sharding.batch_sharding(self.mesh, self.rules)
-    self.local_batch_size = d.batch_size // jax.process_count()  # This process's rows.
+    self.local_batch_size = pipeline.local_batch_size(d.batch_size, jax.process_count())
     self.document_attention = bool(d.document_attention)
     self._init_shardings()
 
   def _tokenizer(self) -> tok_lib.Tokenizer:
     d = self.config.data
-    texts = lambda: sources.iter_texts(d, d.train_split)
+    texts = lambda: self.data.texts(d.train_split)
     try:  # Process 0 trains and saves it; the others wait and load the same file.
       return distributed.main_first(
           lambda: tok_lib.get_tokenizer(d.tokenizer, self.workdir, texts, d), "tokenizer")

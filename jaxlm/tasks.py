@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from jaxlm.data import readers, sources
+from jaxlm.data import pipeline, readers, sources
 from jaxlm.data.sources import DataError
 from jaxlm.data.tokenizers import CLS_ID, EOS_ID, PAD_ID, SEP_ID, Tokenizer
 
 
-def read_split(d, split: str, task: str) -> tuple[list[str], list]:
+def read_split(d, split: str, task: str,
+               source: sources.DataSource | None = None) -> tuple[list[str], list]:
   """(texts, label ids) or (sources, targets) of a split of `config.data`'s source.
 
   The data layer reads TSV/CSV/JSONL/parallel files or tfds datasets into
@@ -25,7 +26,7 @@ def read_split(d, split: str, task: str) -> tuple[list[str], list]:
   `data.labels` / `data.num_classes`; ids outside the set are refused here too
   (tfds test splits use -1 for 'unlabeled').
   """
-  src = sources.data_source(d, split)
+  src = sources.opened(d, source).split(split)
   n = len(src)
   where = f"config.data split {split!r}"
   check_nonempty(n, f"Split {split!r} of {d.path or d.name}")
@@ -111,7 +112,7 @@ class ArrayIterator:
     if self.n < batch_size:
       raise DataError(f"The training split has {self.n} examples, fewer than one batch "
                       f"({batch_size}). Fix: lower config.data.batch_size or add data.")
-    self.local = batch_size // process_count
+    self.local = pipeline.local_batch_size(batch_size, process_count)
     self.offset = process_index * self.local
     self.epoch, self.pos = 0, 0
 
@@ -143,7 +144,7 @@ def eval_batches(arrays: dict[str, np.ndarray], batch_size: int, process_index: 
   padded = {k: np.concatenate([v, np.zeros((total - n, *v.shape[1:]), v.dtype)])
             for k, v in arrays.items()}
   padded["weight"] = (np.arange(total) < n).astype(np.float32)
-  local = batch_size // process_count
+  local = pipeline.local_batch_size(batch_size, process_count)
   out = []
   for start in range(0, total, batch_size):
     lo = start + process_index * local

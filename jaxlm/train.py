@@ -87,9 +87,10 @@ class LoopHooks:
         raise config_lib.ConfigError(
             "config.model.carry_state is not supported with several processes yet. Fix: run "
             "on one process or set --config.model.carry_state=False.")
-      return iter(lanes.lane_dataset(config.data, self.run.tokenizer, config.seed))
+      return iter(lanes.lane_dataset(config.data, self.run.tokenizer, config.seed,
+                                     source=self.run.data))
     return shards.ShardedIterator(config.data, self.run.tokenizer, config.seed,
-                                  jax.process_index(), jax.process_count())
+                                  jax.process_index(), jax.process_count(), self.run.data)
 
   def start(self, workdir: str, meta: dict) -> None:
     """The run was accepted (resumed from `meta`, or fresh: {}); before the first step."""

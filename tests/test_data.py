@@ -112,7 +112,7 @@ def test_train_iterator_resumes_exactly(text_file, data_dir):
 
 def test_processes_read_disjoint_shards(text_file, data_dir):
   c = tiny_config(text_file, data_dir)
-  n = len(sources.data_source(c.data, "train"))
+  n = len(sources.DataSource(c.data).split("train"))
   every = [bytes(x["text"]) for x in pipeline.documents(c.data, "train")]
   shards = [[bytes(x["text"]) for x in pipeline.documents(c.data, "train", i, 2)]
             for i in range(2)]

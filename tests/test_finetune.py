@@ -223,7 +223,7 @@ def test_lm_eval_mode_counts_every_token_once(pretrain, data_dir):
   res = evaluate.evaluate_checkpoint(c, wd)
   from jaxlm.data import sources
 
-  src = sources.data_source(c.data, "validation")
+  src = sources.DataSource(c.data).split("validation")
   n = sum(len(sources.decode_text(src[i]["text"]).encode()) + 1 for i in range(len(src)))
   assert res["tokens"] == n - 1  # Every token but the stream's first is a target once.
   assert res["step"] == 4 and os.path.isfile(os.path.join(wd, "eval_validation_4.json"))

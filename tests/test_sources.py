@@ -24,7 +24,7 @@ def _cfg(data_dir, path, **fields):
 
 
 def _examples(d, split):
-  src = sources.data_source(d, split)
+  src = sources.DataSource(d).split(split)
   return [{k: sources.decode_text(v) if isinstance(v, bytes) else int(v) for k, v in src[i]
            .items()} for i in range(len(src))]
 
@@ -57,7 +57,7 @@ def test_tsv_and_csv_with_header(tmp_path, data_dir):
   assert [e["text"] for e in _examples(d, "train")] == ["one, two", 'say "hi"', "plain"]
   # As unlabeled LM text the label column is simply not read.
   d = _cfg(data_dir, tmp_path / "c.csv", format="csv", eval_path=str(tmp_path / "c.csv"))
-  assert "label" not in sources.data_source(d, "train")[0]
+  assert "label" not in sources.DataSource(d).split("train")[0]
 
 
 def test_parallel_pairs(tmp_path, data_dir):
@@ -144,11 +144,11 @@ def test_catalog_dataset_not_prepared_fails_at_once(tmp_path):
   d.name, d.data_dir = "lm1b", str(tmp_path / "empty")
   t0 = time.time()
   with pytest.raises(DataError, match=r"'lm1b' is not prepared in .*empty.*tfds build lm1b"):
-    sources.data_source(d, "train")
+    sources.DataSource(d).split("train")
   assert time.time() - t0 < 30
   d.name = "no_such_dataset_xyz"
   with pytest.raises(DataError, match="tfds cannot find it"):
-    sources.data_source(d, "train")
+    sources.DataSource(d).split("train")
 
 
 class JaxlmTestReviews(tfds.core.GeneratorBasedBuilder):
@@ -183,7 +183,7 @@ def test_catalog_dataset_by_name_with_keys_splits_and_cleaning(tmp_path):
   assert all(e["label"] == e["text"].endswith("fine") for e in train)
   d.text_key = "body"
   with pytest.raises(DataError, match=r"no feature 'body' \(has \['idx', 'label', 'sentence'\]"):
-    sources.data_source(d, "train")
+    sources.DataSource(d).split("train")
   d.text_key, d.clean.enabled = "sentence", True  # Re-written through the cleaning steps.
   builder = sources.get_builder(d)
   assert builder.name == sources.LOCAL_NAME and builder.info.metadata["clean_report"]
@@ -277,7 +277,7 @@ def test_a_dataset_prepared_meanwhile_by_another_process_is_used(tmp_path, monke
 
   monkeypatch.setattr(sources.JaxlmLocalText, "download_and_prepare", loser)
   builder = sources.get_builder(d)
-  assert builder.is_prepared() and len(sources.data_source(d, "train")) > 30
+  assert builder.is_prepared() and len(sources.DataSource(d).split("train")) > 30
 
   def never(self, *a, **kw):  # Negative control: nothing was prepared after all.
     raise FileExistsError("Cannot rename incomplete.X")
@@ -286,3 +286,30 @@ def test_a_dataset_prepared_meanwhile_by_another_process_is_used(tmp_path, monke
   d.data_dir = str(tmp_path / "tfds2")
   with pytest.raises(FileExistsError):
     sources.get_builder(d)
+
+
+def test_a_run_opens_its_dataset_once_and_hands_it_down(text_file, tmp_path, monkeypatch):
+  """Tokenizer, every shard of the training stream and evaluation read the `Run`'s
+  `DataSource`: the builder is made (local files hashed) once per run, not per shard/split."""
+  import jax
+  from conftest import tiny_config
+
+  from jaxlm import evaluation, train
+
+  c = tiny_config(text_file, str(tmp_path / "data"), **{"data.shards": 2})
+  calls = []
+  real = sources.get_builder
+  monkeypatch.setattr(sources, "get_builder", lambda *a, **k: calls.append(1) or real(*a, **k))
+  run = train.Run(c, str(tmp_path / "wd"), devices=jax.devices()[:1])
+  it = train.LoopHooks(run).train_iterator()
+  assert len(it._its) == 2 and next(it)["tokens"].shape == (8, 33)
+  assert evaluation._batches(run, None, 1, 1)
+  assert len(calls) == 1, f"the dataset was opened {len(calls)} times"
+  # Control: the same reads without the run's source open it once per shard.
+  calls.clear()
+  from jaxlm.data import shards
+  shards.ShardedIterator(c.data, run.tokenizer, 0, 0, 1)
+  assert len(calls) == 1  # One ShardedIterator: opened once for both shards...
+  pipeline.train_dataset(c.data, run.tokenizer, 0, 0, 2)
+  pipeline.train_dataset(c.data, run.tokenizer, 0, 1, 2)
+  assert len(calls) == 3  # ...but each bare pipeline call opens it again.

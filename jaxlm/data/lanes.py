@@ -58,18 +58,18 @@ class LaneDataset:
   """Infinite batches {tokens, segment_ids, positions}: [B_local, seq_len+1], one lane a row."""
 
   def __init__(self, d, tokenizer: Tokenizer, seed: int, process_index: int = 0,
-               process_count: int = 1):
+               process_count: int = 1, source: sources.DataSource | None = None):
     self._d, self._tok, self._seed = d, tokenizer, seed
     self._pi, self._pc = process_index, process_count
+    self._source = sources.opened(d, source)
 
   def __iter__(self) -> LaneIterator | StreamLaneIterator:
     d = self._d
+    local = pipeline.local_batch_size(d.batch_size, self._pc)
     if d.doc_unit == "file":
-      stream = stream_tokens(d, self._tok, d.train_split)
-      local = d.batch_size // self._pc
+      stream = stream_tokens(d, self._tok, d.train_split, source=self._source)
       return StreamLaneIterator(stream, d.batch_size, self._pi * local, local, d.seq_len)
-    ds = pipeline.documents(d, d.train_split, self._pi, self._pc)
-    local = d.batch_size // self._pc
+    ds = pipeline.documents(d, d.train_split, self._pi, self._pc, self._source)
     if len(ds) < local:
       raise sources.DataError(
           f"model.carry_state reads {local} contiguous lanes (data.batch_size per process) from "
@@ -85,8 +85,9 @@ class LaneDataset:
     return LaneIterator(lanes)
 
 
-def stream_tokens(d, tokenizer: Tokenizer, split: str,
-                  with_bytes: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+def stream_tokens(d, tokenizer: Tokenizer, split: str, with_bytes: bool = False,
+                  source: sources.DataSource | None = None
+                  ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
   """A split as one stream: `<eos>`, then each document's ids, each ending in `<eos>`.
 
   Word level (`word_eos_per_line`): every line of the text ends in `<eos>`, the last one too
@@ -98,7 +99,7 @@ def stream_tokens(d, tokenizer: Tokenizer, split: str,
   eos = np.int32(tokenizer.eos_id)
   parts, counts = [np.array([eos], np.int32)], [np.zeros(1, np.int32)]
   lines = bool(getattr(tokenizer, "eos_per_line", False))  # Word level: newline = <eos>.
-  for text in sources.iter_texts(d, split):
+  for text in sources.opened(d, source).texts(split):
     ids, nbytes = tokenizer.encode_with_bytes(text)
     ids, nbytes = np.asarray(ids, np.int32), np.asarray(nbytes, np.int32)
     rest = len(text.encode("utf-8")) - int(nbytes.sum())  # Whitespace after the last token.
@@ -161,13 +162,15 @@ class StreamLaneIterator:
 
 def stream_eval_batches(d, tokenizer: Tokenizer, split: str | None = None,
                         process_index: int = 0, process_count: int = 1,
-                        max_batches: int = -1) -> list[dict[str, np.ndarray]]:
+                        max_batches: int = -1, source: sources.DataSource | None = None
+                        ) -> list[dict[str, np.ndarray]]:
   """The split's stream in `data.batch_size` contiguous lanes, every token a target once.
 
   Lane j holds targets j*n+1 .. (j+1)*n of the stream (n = ceil((N-1)/B)) and the token
   before them; windows overlap by one token; the tail is padded (pad targets weigh 0).
   """
-  stream, counts = stream_tokens(d, tokenizer, split or d.eval_split, with_bytes=True)
+  stream, counts = stream_tokens(d, tokenizer, split or d.eval_split, with_bytes=True,
+                                 source=source)
   lanes, targets = d.batch_size, len(stream) - 1
   n = -(-targets // lanes)
   rows = np.zeros((lanes, n + 1), np.int32)  # Pad id 0 past a lane's end.
@@ -177,7 +180,7 @@ def stream_eval_batches(d, tokenizer: Tokenizer, split: str | None = None,
     if end - j * n > 1:
       rows[j, :end - j * n] = stream[j * n:end]
       byte_rows[j, :end - j * n] = counts[j * n:end]
-  local = lanes // process_count
+  local = pipeline.local_batch_size(lanes, process_count)
   rows = rows[process_index * local:(process_index + 1) * local]
   byte_rows = byte_rows[process_index * local:(process_index + 1) * local]
   t = d.seq_len
@@ -194,6 +197,7 @@ def stream_eval_batches(d, tokenizer: Tokenizer, split: str | None = None,
 
 
 def lane_dataset(d, tokenizer: Tokenizer, seed: int, process_index: int = 0,
-                 process_count: int = 1) -> LaneDataset:
+                 process_count: int = 1, source: sources.DataSource | None = None
+                 ) -> LaneDataset:
   """Same signature as `pipeline.train_dataset`; rows are contiguous across batches."""
-  return LaneDataset(d, tokenizer, seed, process_index, process_count)
+  return LaneDataset(d, tokenizer, seed, process_index, process_count, source)

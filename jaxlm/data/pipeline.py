@@ -142,9 +142,21 @@ class PackIterDataset(grain.IterDataset):
     return _PackIterator(self._parent.__iter__(), self._length, self._pad_last)
 
 
-def documents(d, split: str, process_index: int = 0, process_count: int = 1) -> grain.MapDataset:
-  """This process's share of a split's examples, as a grain MapDataset."""
-  src = sources.data_source(d, split)
+def local_batch_size(batch_size: int, process_count: int) -> int:
+  """This process's rows of a global batch: the one place it is computed (`config.validate`
+  checks that `data.batch_size` divides over the processes before any work)."""
+  if batch_size % process_count:
+    raise ValueError(f"batch size {batch_size} is not divisible by {process_count} processes.")
+  return batch_size // process_count
+
+
+def documents(d, split: str, process_index: int = 0, process_count: int = 1,
+              source: sources.DataSource | None = None) -> grain.MapDataset:
+  """This process's share of a split's examples, as a grain MapDataset.
+
+  `source`: the run's opened dataset (`sources.DataSource`); opened from `d` if None.
+  """
+  src = sources.opened(d, source).split(split)
   if len(src) == 0:
     raise sources.DataError(f"Split {split!r} of the dataset is empty. Fix: use another split "
                             "or more data.")
@@ -153,16 +165,17 @@ def documents(d, split: str, process_index: int = 0, process_count: int = 1) -> 
 
 
 def train_dataset(d, tokenizer: Tokenizer, seed: int, process_index: int = 0,
-                  process_count: int = 1, with_labels: bool = False) -> grain.IterDataset:
+                  process_count: int = 1, with_labels: bool = False,
+                  source: sources.DataSource | None = None) -> grain.IterDataset:
   """Infinite stream of batches {tokens, segment_ids, positions}: [B_local, seq_len+1].
 
   `data.packing='pad'` gives one document per row instead (see `_PadRow`);
   `with_labels` then adds each row's `label` id, [B_local].
   """
-  ds = documents(d, d.train_split, process_index, process_count)
+  ds = documents(d, d.train_split, process_index, process_count, source)
   if d.shuffle:
     ds = ds.shuffle(seed=seed)
-  local_bs = d.batch_size // process_count
+  local_bs = local_batch_size(d.batch_size, process_count)
   if _packing(d) == "pad":
     ds = ds.repeat(None).map(_PadRow(tokenizer, d.seq_len + 1, d.truncate,
                                      with_labels))
@@ -174,7 +187,8 @@ def train_dataset(d, tokenizer: Tokenizer, seed: int, process_index: int = 0,
 
 def eval_batches(d, tokenizer: Tokenizer, split: str | None = None, process_index: int = 0,
                  process_count: int = 1, max_batches: int = -1,
-                 with_labels: bool = False) -> list[dict[str, np.ndarray]]:
+                 with_labels: bool = False,
+                 source: sources.DataSource | None = None) -> list[dict[str, np.ndarray]]:
   """The whole split in order as padded batches of this process's share.
 
   Besides the tokens, `bytes` [B, seq_len+1] holds how many UTF-8 bytes of the
@@ -186,7 +200,7 @@ def eval_batches(d, tokenizer: Tokenizer, split: str | None = None, process_inde
   segment ids 0 (and label -1 with `with_labels`).
   """
   split = split or d.eval_split
-  ds = documents(d, split, process_index, process_count)
+  ds = documents(d, split, process_index, process_count, source)
   if _packing(d) == "pad":
     rows_ds = ds.map(_PadRow(tokenizer, d.seq_len + 1, d.truncate, with_labels,
                              with_bytes=True))
@@ -194,7 +208,7 @@ def eval_batches(d, tokenizer: Tokenizer, split: str | None = None, process_inde
   else:
     stream = ds.map(_Tokenize(tokenizer, with_bytes=True)).to_iter_dataset(_read_options(d))
     rows_iter = iter(PackIterDataset(stream, d.seq_len + 1, pad_last=True))
-  local_bs = d.batch_size // process_count
+  local_bs = local_batch_size(d.batch_size, process_count)
   batches, rows = [], []
   for window in rows_iter:
     rows.append(window)
@@ -280,7 +294,7 @@ class _PadRow(grain.transforms.Map):
 
 def empty_batch(d, process_count: int = 1) -> dict[str, np.ndarray]:
   """An all-padding batch (zero weight), for processes with fewer eval batches."""
-  shape = (d.batch_size // process_count, d.seq_len + 1)
+  shape = (local_batch_size(d.batch_size, process_count), d.seq_len + 1)
   return {k: np.zeros(shape, np.int32) for k in ("tokens", "segment_ids", "positions", "bytes")}
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from jaxlm.config import ConfigError
-from jaxlm.data import pipeline
+from jaxlm.data import pipeline, sources
 from jaxlm.data.tokenizers import Tokenizer
 
 
@@ -36,12 +36,13 @@ class ShardedIterator:
   """
 
   def __init__(self, d, tokenizer: Tokenizer, seed: int, process_index: int = 0,
-               process_count: int = 1):
+               process_count: int = 1, source: sources.DataSource | None = None):
     self.num_shards = num_shards(d, process_count)
     per = self.num_shards // process_count
     self.shard_ids = list(range(process_index * per, (process_index + 1) * per))
-    self._its = [iter(pipeline.train_dataset(d, tokenizer, seed, s, self.num_shards))
-                 for s in self.shard_ids]
+    source = sources.opened(d, source)  # Opened once for all shards.
+    self._its = [iter(pipeline.train_dataset(d, tokenizer, seed, s, self.num_shards,
+                                             source=source)) for s in self.shard_ids]
 
   def __iter__(self):
     return self

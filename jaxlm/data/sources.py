@@ -1,17 +1,15 @@
 """Where examples come from: tfds datasets by name, the embedded corpus, local files.
 
-Every source ends as a prepared tfds dataset (array_record) read with
-`as_data_source`: a random-access sequence of example dicts that grain
-consumes, always with a `text` key, plus `label` (int id) and `target` (a
-second text, e.g. the translation) when configured (see `readers`).
+Every source ends as a prepared tfds dataset (array_record) read with `as_data_source`: a
+random-access sequence of example dicts that grain consumes, always with a `text` key, plus
+`label` (int id) and `target` (a second text, e.g. the translation) when configured.
 
-Local files (plain text, JSON lines, TSV/CSV, parallel pairs; globs and
-lists) go through the one `jaxlm_local_text` builder, whose config name is a
-hash of the files' contents and of every option that changes the result
-(format, fields, labels, split, cleaning), so a changed file or option is
-prepared again and an unchanged one is not. When `config.data.clean.enabled`,
-the same builder also re-writes a tfds catalog dataset (or the embedded
-corpus) through the cleaning steps, keyed by the upstream dataset's identity.
+Local files (plain text, JSON lines, TSV/CSV, parallel pairs; globs and lists) go through the
+one `jaxlm_local_text` builder, whose config name is a hash of the files' contents and of every
+option that changes the result (format, fields, labels, split, cleaning), so a changed file or
+option is prepared again and an unchanged one is not. When `config.data.clean.enabled`, the
+same builder also re-writes a tfds catalog dataset (or the embedded corpus) through the
+cleaning steps, keyed by the upstream dataset's identity.
 """
 
 from __future__ import annotations
@@ -32,7 +30,8 @@ from jaxlm.data.readers import DataError, ReadOptions, split_documents
 
 LOCAL_NAME = "jaxlm_local_text"
 DOC_UNITS = readers.DOC_UNITS
-__all__ = ["DataError", "split_documents", "get_builder", "data_source", "iter_texts"]
+__all__ = ["DataError", "split_documents", "get_builder", "DataSource", "data_source",
+           "iter_texts"]
 
 
 def expand_paths(spec: str, field: str = "data.path") -> list[str]:
@@ -356,24 +355,49 @@ def _canonical(builder, src, opts: ReadOptions):
   return _Canonical(src, mapping)
 
 
+class DataSource:
+  """`config.data`'s dataset, prepared and opened once: the `Run` hands it to all that reads
+  the data (pipeline, lanes, tasks): files hashed once per run, not per shard and split."""
+
+  def __init__(self, d, builder: tfds.core.DatasetBuilder | None = None):
+    self.config = d
+    self.builder = builder if builder is not None else get_builder(d)
+    self._splits: dict[str, object] = {}
+
+  def split(self, name: str):
+    """A random-access source of canonical examples, with a clear error if absent."""
+    if name not in self._splits:
+      _check_split(self.builder, name)
+      try:
+        src = self.builder.as_data_source(split=name)
+      except NotImplementedError as e:
+        raise DataError(f"{self.builder.name} is prepared as {self.builder.info.file_format}, "
+                        "which needs TensorFlow to read. Fix: prepare it with "
+                        "--file_format=array_record.") from e
+      self._splits[name] = _canonical(self.builder, src, ReadOptions.from_config(self.config))
+    return self._splits[name]
+
+  def texts(self, split: str, limit: int = 0) -> Iterator[str]:
+    """Documents of a split as str (for tokenizer training and inspection)."""
+    src = self.split(split)
+    n = len(src) if not limit else min(limit, len(src))
+    for i in range(n):
+      yield decode_text(src[i]["text"])
+
+
 def data_source(d, split: str):
-  """A random-access source of canonical examples for `split`, with a clear error if absent."""
-  builder = get_builder(d)
-  _check_split(builder, split)
-  try:
-    src = builder.as_data_source(split=split)
-  except NotImplementedError as e:
-    raise DataError(f"{builder.name} is prepared as {builder.info.file_format}, which needs "
-                    "TensorFlow to read. Fix: prepare it with --file_format=array_record.") from e
-  return _canonical(builder, src, ReadOptions.from_config(d))
+  """A random-access source of canonical examples for `split` (opens the dataset)."""
+  return DataSource(d).split(split)
+
+
+def opened(d, source: DataSource | None = None) -> DataSource:
+  """`source` if given (the run's), else `d`'s dataset opened now."""
+  return source if source is not None else DataSource(d)
 
 
 def iter_texts(d, split: str, limit: int = 0) -> Iterator[str]:
-  """Documents of a split as str (for tokenizer training and inspection)."""
-  src = data_source(d, split)
-  n = len(src) if not limit else min(limit, len(src))
-  for i in range(n):
-    yield decode_text(src[i]["text"])
+  """Documents of a split as str (opens the dataset; a run uses its `DataSource.texts`)."""
+  return DataSource(d).texts(split, limit)
 
 
 def decode_text(value) -> str:

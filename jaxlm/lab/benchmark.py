@@ -68,7 +68,8 @@ def _device_batches(run, n: int) -> list:
 
   from jaxlm.data import pipeline
   it = iter(pipeline.train_dataset(run.config.data, run.tokenizer, run.config.seed,
-                                   jax.process_index(), jax.process_count()))
+                                   jax.process_index(), jax.process_count(),
+                                   source=run.data))
   return [run.to_global(next(it)) for _ in range(n)]
 
 
