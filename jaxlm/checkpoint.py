@@ -24,6 +24,7 @@ What can go wrong on disk, and what happens:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 
@@ -312,8 +313,15 @@ def fingerprint(tree) -> list[int]:
       getattr(x, "sharding", None), jax.sharding.NamedSharding)), None)
   out = (jax.sharding.NamedSharding(sharding.mesh, jax.sharding.PartitionSpec())
          if sharding is not None else None)
-  hashes = jax.jit(lambda ls: [_leaf_hash(x) for x in ls], out_shardings=out)(leaves)
+  hashes = _hash_fn(out)(leaves)
   return [int(h) for h in jax.device_get(hashes)]
+
+
+@functools.cache
+def _hash_fn(out_sharding):
+  """One jitted hasher per output sharding, so each save reuses its compiled program (a new
+  `jax.jit` per call retraced and recompiled it: seconds per checkpoint on a CPU)."""
+  return jax.jit(lambda ls: [_leaf_hash(x) for x in ls], out_shardings=out_sharding)
 
 
 def _first_key(path) -> str:
