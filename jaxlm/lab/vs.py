@@ -246,7 +246,8 @@ def run_side(side: Side, steps: int, budget_s: float, timeout_s: float) -> dict:
     rc = proc.wait()
   finally:
     killer.cancel()
-    proc.kill() if proc.poll() is None else None
+    if proc.poll() is None:
+      proc.kill()
   cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
   log = "".join(lines)
   if rc != 0 and not stopped:
