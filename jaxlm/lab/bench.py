@@ -4,6 +4,7 @@
   python -m jaxlm.lab.bench --config=configs/shakespeare_fast.py --mode=time_to_loss \
       --target_loss=1.88
   python -m jaxlm.lab.bench --config=configs/gpt2_small.py --aot --mesh=256,1,1
+  python -m jaxlm.lab.bench --vs=nanogpt --rounds=3 --out=experiments/bench/results/vs_nanogpt.json
 
 `throughput` compiles the real train step (timed), runs warm-up steps, then
 times `--steps` steps one by one (each waited for: the median is the steady
@@ -16,12 +17,16 @@ stops at the first evaluation whose loss over the WHOLE validation split is at
 most the target; the wall time counts everything from building the run
 (tokenizer, compile, data, evals). `--aot` lowers and compiles the step for a
 mesh of fake CPU devices and reports memory per device (see `jaxlm.lab.aot`).
+`--vs=nanogpt|lstm` needs no config: it runs a peer program (nanoGPT, PyTorch's
+word_language_model) and jaxlm's main CLI interleaved, `--rounds` rounds, on the same shapes,
+and reports both tokens/s and their ratio with the machine (see `jaxlm.lab.vs`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 import tempfile
 
@@ -29,7 +34,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxlm import sharding
-from jaxlm.lab import benchmark
+from jaxlm.lab import benchmark, vs
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
@@ -49,9 +54,41 @@ flags.DEFINE_string("workdir", "", "Tokenizer cache etc.; '' = a temporary direc
 flags.DEFINE_bool("aot", False, "Ahead-of-time compile for --mesh; no data, no execution.")
 flags.DEFINE_string("mesh", "", "AOT mesh shape 'data,fsdp,tensor' (e.g. 256,1,1 or 16,16,1).")
 flags.DEFINE_integer("vocab_size", 0, "AOT vocabulary size (e.g. 50257); 0 = 256 (bytes).")
+flags.DEFINE_enum("vs", None, sorted(vs.KINDS), "Side by side with a peer program (no config).")
+flags.DEFINE_integer("rounds", 3, "--vs: rounds of (peer, jaxlm), interleaved.")
+flags.DEFINE_string("peers", "/tmp/peers", "--vs: where ../shared/peers/setup.sh built the peers.")
+flags.DEFINE_string("data_root", os.environ.get("JAXLM_SHARED_DATA", "../shared/data"),
+                    "--vs: the shared data folder (tinyshakespeare/, ptb/).")
+flags.DEFINE_integer("vs_steps", 0, "--vs: iterations per side and round; 0 = the kind's "
+                     "default (nanogpt 300, lstm 160).")
+flags.DEFINE_float("vs_budget_s", 90.0, "--vs: stop a side after this long once it has "
+                   f"{vs.MIN_SAMPLES} iterations past the {vs.WARMUP}-iteration warm-up.")
+flags.DEFINE_string("jaxlm_args", "", "--vs: more flags for jaxlm's side (e.g. "
+                    "'--config.cpu_devices=2').")
+flags.register_validator("config", lambda c: c is not None or FLAGS["vs"].value is not None,
+                         "--config is required (unless --vs).")
+
+
+def main_vs() -> None:
+  """--vs: the side-by-side comparison; a missing peer is an error naming setup.sh."""
+  try:
+    result = vs.run_vs(FLAGS.vs, FLAGS.rounds, FLAGS.peers, FLAGS.data_root, FLAGS.vs_steps,
+                       FLAGS.vs_budget_s, jaxlm_args=shlex.split(FLAGS.jaxlm_args))
+  except vs.PeersMissing as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
+  result["command"] = "python -m jaxlm.lab.bench " + " ".join(sys.argv[1:])
+  vs.print_summary(result)
+  if FLAGS.out:
+    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
+    with open(FLAGS.out, "w") as f:
+      json.dump(result, f, indent=1)
+
 
 def main(argv) -> None:
   del argv
+  if FLAGS.vs:
+    return main_vs()
   config = FLAGS.config
   if not FLAGS.aot:
     sharding.use_cpu_devices(config.get("cpu_devices", 0))
@@ -79,5 +116,4 @@ def main(argv) -> None:
 
 
 if __name__ == "__main__":
-  flags.mark_flags_as_required(["config"])
   app.run(main)
