@@ -121,16 +121,6 @@ class TaskRun(train.Run):
     `to_global` gave them."""
     return None
 
-  def to_global(self, local_batch: dict) -> dict:
-    """Rows sharded over the batch axes, whatever the array's rank."""
-    spec = self.batch_sharding.spec
-    out = {}
-    for k, v in local_batch.items():
-      s = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(
-          spec[0], *([None] * (v.ndim - 1))))
-      out[k] = jax.make_array_from_process_local_data(s, v)
-    return out
-
   def meta(self) -> dict:
     return {**super().meta(), "task": self.task, "class_names": self.class_names}
 
