@@ -202,7 +202,7 @@ class TaskHooks(train.LoopHooks):
     self.best = meta.get("best", self.best)
     self.best_ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "best"), 1)
 
-  def evaluate(self, params, eval_step_fn, cache: dict) -> dict:
+  def evaluate(self, step: int, params, eval_step_fn, cache: dict) -> dict:
     f = self.run.config.finetune
     return evaluate_task(self.run, params, eval_step_fn, self.run.config.data.eval_split,
                          f.eval_generate, cache)
