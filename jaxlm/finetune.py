@@ -121,16 +121,6 @@ class TaskRun(train.Run):
     `to_global` gave them."""
     return None
 
-  def to_global(self, local_batch: dict) -> dict:
-    """Rows sharded over the batch axes, whatever the array's rank."""
-    spec = self.batch_sharding.spec
-    out = {}
-    for k, v in local_batch.items():
-      s = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(
-          spec[0], *([None] * (v.ndim - 1))))
-      out[k] = jax.make_array_from_process_local_data(s, v)
-    return out
-
   def meta(self) -> dict:
     return {**super().meta(), "task": self.task, "class_names": self.class_names}
 
@@ -212,7 +202,7 @@ class TaskHooks(train.LoopHooks):
     self.best = meta.get("best", self.best)
     self.best_ckpt = ckpt_lib.Checkpointer(os.path.join(workdir, "best"), 1)
 
-  def evaluate(self, params, eval_step_fn, cache: dict) -> dict:
+  def evaluate(self, step: int, params, eval_step_fn, cache: dict) -> dict:
     f = self.run.config.finetune
     return evaluate_task(self.run, params, eval_step_fn, self.run.config.data.eval_split,
                          f.eval_generate, cache)

@@ -170,9 +170,12 @@ class Run:
     return self.batch_sharding
 
   def to_global(self, local_batch: dict) -> dict:
-    """This process's rows -> one global array per key, sharded over the batch axes."""
-    return {k: jax.make_array_from_process_local_data(self.batch_sharding, v)
-            for k, v in local_batch.items()}
+    """This process's rows -> one global array per key, rows sharded over the batch axes,
+    whatever its rank (LM windows [B, L]; a task's labels [B] beside its ids [B, L])."""
+    rows = self.batch_sharding.spec[0]
+    return {k: jax.make_array_from_process_local_data(jax.sharding.NamedSharding(
+        self.mesh, jax.sharding.PartitionSpec(rows, *[None] * (v.ndim - 1))), v)
+        for k, v in local_batch.items()}
 
   def meta(self) -> dict:
     return {"tokenizer": self.tokenizer.identity(),

@@ -98,8 +98,8 @@ class LoopHooks:
       wd_lib.write_config(workdir, self.run.config)
       augment.record(self.run.config.data, workdir)  # canaries.json, if any were inserted.
 
-  def evaluate(self, params, eval_step_fn, cache: dict) -> dict:
-    """Evaluation metrics (unprefixed; numbers are logged as `eval_<key>`)."""
+  def evaluate(self, step: int, params, eval_step_fn, cache: dict) -> dict:
+    """Evaluation metrics at `step` (unprefixed; numbers are logged as `eval_<key>`)."""
     return evaluate(self.run, params, eval_step_fn, max_batches=self.run.config.eval_steps,
                     cache=cache)
 
@@ -223,7 +223,7 @@ def train_loop(run: Run, workdir: str, hooks: LoopHooks) -> dict:
           interval_losses, steps_in_interval, t_interval = [], 0, time.time()
         stop = False
         if done % config.eval_every_steps == 0 or is_last:
-          ev = hooks.evaluate(state.params, eval_step_fn, eval_cache)
+          ev = hooks.evaluate(done, state.params, eval_step_fn, eval_cache)
           last_eval = {f"eval_{k}": v for k, v in ev.items()
                        if isinstance(v, int | float | np.number)}
           writer.write(done, last_eval)

@@ -207,20 +207,18 @@ def time_to_loss(config, workdir: str, target: float, max_seconds: float,
       self.history: list[dict] = []
       self.reached: dict | None = None
 
-    def evaluate(self, params, eval_step_fn, cache: dict) -> dict:
+    def evaluate(self, step: int, params, eval_step_fn, cache: dict) -> dict:
       ev = {"quick_loss": train.evaluate(run, params, eval_step_fn, cache=cache,
                                          stride=quick_stride)["loss"]}
-      self._full = lambda: train.evaluate(run, params, eval_step_fn, cache=cache)["loss"]
-      if ev["quick_loss"] <= target + quick_margin:
-        ev["loss"] = self._full()
+      # The whole split near the target, and at the last step (the real final loss).
+      if ev["quick_loss"] <= target + quick_margin or step == config.num_train_steps:
+        ev["loss"] = train.evaluate(run, params, eval_step_fn, cache=cache)["loss"]
       return ev
 
     def describe(self, ev: dict) -> str:
       return "  ".join(f"{k} {v:.4f}" for k, v in ev.items())
 
     def after_eval(self, step: int, state, ev: dict, data_state: dict) -> bool:
-      if "loss" not in ev and step == config.num_train_steps:  # Report the real final loss.
-        ev["loss"] = self._full()
       row = {"step": step, "elapsed_s": time.perf_counter() - t_start,
              "quick_eval_loss": ev["quick_loss"],
              **({"eval_loss": ev["loss"]} if "loss" in ev else {})}
