@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 from absl import logging
 
@@ -26,8 +27,7 @@ class MetricWriter:
       self._drop_rows_after(int(resume_step))
     if enabled and tensorboard:
       try:
-        from tensorboardX import SummaryWriter
-        self._tb = SummaryWriter(str(wd_lib.path(workdir) / "tensorboard"))
+        self._tb = _summary_writer()(str(wd_lib.path(workdir) / "tensorboard"))
       except ImportError:  # TensorBoard files are a convenience, never a failure.
         logging.warning("tensorboardX not installed: no TensorBoard event files.")
 
@@ -66,3 +66,23 @@ class MetricWriter:
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()
+
+
+def _summary_writer():
+  """tensorboardX's `SummaryWriter`, imported without torch.
+
+  tensorboardX tries `import torch` on import, only to accept torch tensors; with torch
+  installed (the `[hf]` extra) that costs about 2.5 s of every run's start. jaxlm writes plain
+  floats, so unless torch is already loaded, its import is refused for this one import
+  (a `None` entry in `sys.modules` makes `import torch` raise ImportError, which tensorboardX
+  handles).
+  """
+  if "torch" in sys.modules:
+    from tensorboardX import SummaryWriter
+    return SummaryWriter
+  sys.modules["torch"] = None  # type: ignore[assignment]
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    del sys.modules["torch"]
+  return SummaryWriter

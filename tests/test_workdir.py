@@ -259,3 +259,23 @@ def test_a_gs_workdir_goes_through_epath(tmp_path, text_file, data_dir):
   assert [json.loads(x)["step"] for x in open(local_wd / "metrics.jsonl")] == [1]
   assert json.load(open(local_wd / "config.json"))["model.emb_dim"] == 32
   assert not (local_wd / wd_lib.LOCK_FILE).exists()
+
+
+def test_tensorboard_events_are_written_without_importing_torch(tmp_path):
+  """tensorboardX imports torch when it can (2.5 s per run start with the [hf] extra);
+  MetricWriter refuses that one import, and torch stays importable afterwards."""
+  import subprocess
+  import sys
+
+  from conftest import REPO, cpu_env
+  code = ("import sys; from jaxlm.metric_writer import MetricWriter\n"
+          f"w = MetricWriter({str(tmp_path)!r}); w.write(3, {{'train_loss': 1.5}}); w.close()\n"
+          "print('torch' in sys.modules)\n"
+          "try:\n  import torch; print('importable')\nexcept ImportError:\n  print('absent')\n")
+  p = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=cpu_env(1),
+                     capture_output=True, text=True, timeout=120)
+  assert p.returncode == 0, p.stderr[-2000:]
+  loaded, after = p.stdout.split()
+  assert loaded == "False" and after in ("importable", "absent")
+  events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
+  assert events and b"train_loss" in events[0].read_bytes()
