@@ -79,10 +79,7 @@ def main_vs() -> None:
     sys.exit(1)
   result["command"] = "python -m jaxlm.lab.bench " + " ".join(sys.argv[1:])
   vs.print_summary(result)
-  if FLAGS.out:
-    os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
-    with open(FLAGS.out, "w") as f:
-      json.dump(result, f, indent=1)
+  _write_out(result)
 
 
 def main(argv) -> None:
@@ -109,6 +106,11 @@ def main(argv) -> None:
   result["environment"] = benchmark.environment()
   result["command"] = "python -m jaxlm.lab.bench " + " ".join(sys.argv[1:])
   benchmark.print_table(result)
+  _write_out(result)
+
+
+def _write_out(result: dict) -> None:
+  """The result as JSON at --out, if given."""
   if FLAGS.out:
     os.makedirs(os.path.dirname(os.path.abspath(FLAGS.out)), exist_ok=True)
     with open(FLAGS.out, "w") as f:
