@@ -160,9 +160,17 @@ def pytest_unconfigure(config):
     shutil.rmtree(created, ignore_errors=True)
 
 
+def _measured_slow() -> set[str]:
+  """Node ids listed in tests/slow_tests.txt (measured >= 3 s; see its header)."""
+  with open(os.path.join(REPO, "tests", "slow_tests.txt")) as f:
+    return {line.strip() for line in f if line.strip() and not line.startswith("#")}
+
+
 def pytest_collection_modifyitems(config, items):
   """`slow`: tests that start other Python processes (CLI end to end, several processes),
-  plus any marked `@pytest.mark.slow` by hand. `pytest -m "not slow"` skips them."""
+  tests measured at >= 3 s (tests/slow_tests.txt), and any marked `@pytest.mark.slow` by hand.
+  `pytest -m "not slow"` skips them."""
+  measured = _measured_slow()
   for item in items:
-    if _spawns_processes(item):
+    if _spawns_processes(item) or item.nodeid in measured:
       item.add_marker(pytest.mark.slow)

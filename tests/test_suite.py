@@ -49,3 +49,24 @@ def test_tests_that_start_processes_are_marked_slow():
   assert any(conftest._spawns_processes(SimpleNamespace(function=f)) for f in cli_tests)
   assert not conftest._spawns_processes(
       SimpleNamespace(function=test_pytest_reports_skips_and_knows_the_slow_marker))
+
+
+def test_measured_slow_tests_are_marked_and_name_real_files():
+  """tests/slow_tests.txt names tests of existing files; a listed test gets the marker, an
+  unlisted in-process test does not (the quick loop keeps it)."""
+  import os
+
+  measured = conftest._measured_slow()
+  assert len(measured) > 50
+  assert all(os.path.isfile(os.path.join(conftest.REPO, n.split("::")[0])) for n in measured)
+
+  class Item:
+    def __init__(self, nodeid):
+      self.nodeid, self.function, self.markers = nodeid, None, []
+
+    def add_marker(self, m):
+      self.markers.append(m.name)
+
+  listed, unlisted = Item(sorted(measured)[0]), Item("tests/test_suite.py::not_listed")
+  conftest.pytest_collection_modifyitems(None, [listed, unlisted])
+  assert listed.markers == ["slow"] and unlisted.markers == []
