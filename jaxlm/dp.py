@@ -24,6 +24,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 
 import jax
 import jax.numpy as jnp
@@ -154,22 +155,27 @@ def epsilon(noise_multiplier: float, batch_size: int, dataset_size: int, steps: 
   return float(acc.get_epsilon(delta))
 
 
-def dataset_windows(config, tokenizer) -> int:
-  """Training windows (privacy units) of the train split: its tokens (with EOS) // seq_len."""
-  from jaxlm.data import sources
+def dataset_windows(config, tokenizer, texts: Iterable[str] | None = None) -> int:
+  """Training windows (privacy units) of the train split: its tokens (with EOS) // seq_len.
 
+  `texts`: the train split's documents (a run passes its opened dataset's); read from
+  `config.data` if None.
+  """
   d = config.data
-  tokens = sum(len(tokenizer.encode(t)) + 1 for t in sources.iter_texts(d, d.train_split))
+  if texts is None:
+    from jaxlm.data import sources
+    texts = sources.iter_texts(d, d.train_split)
+  tokens = sum(len(tokenizer.encode(t)) + 1 for t in texts)
   return max(1, tokens // d.seq_len)
 
 
 class Accountant:
   """Epsilon for the run's steps (cached per step count), for metrics.jsonl."""
 
-  def __init__(self, config, tokenizer):
+  def __init__(self, config, tokenizer, texts: Iterable[str] | None = None):
     dp = config.optimizer.dp
     self.dp, self.batch = dp, int(config.data.batch_size)
-    self.dataset_size = int(dp.dataset_size) or dataset_windows(config, tokenizer)
+    self.dataset_size = int(dp.dataset_size) or dataset_windows(config, tokenizer, texts)
 
   def metrics(self, step: int) -> dict:
     eps = epsilon(self.dp.noise_multiplier, self.batch, self.dataset_size, step, self.dp.delta,

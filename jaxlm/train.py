@@ -178,7 +178,8 @@ def train_loop(run: Run, workdir: str, hooks: LoopHooks) -> dict:
                                   config.nan_max_retries,
                                   functools.partial(_rollback, checkpointer, run), TrainingError)
   preempt, preempted, stopped_at = resilience.Preemption(), None, None
-  dp_acc = dp.Accountant(config, run.tokenizer) if config.optimizer.dp.enabled else None
+  dp_acc = (dp.Accountant(config, run.tokenizer, run.data.texts(config.data.train_split))
+            if config.optimizer.dp.enabled else None)
   save = lambda step, state, data_state: _save_checkpoint(checkpointer, step, state, data_state,
                                                           hooks.meta(), fault_plan)
   try:

@@ -115,3 +115,17 @@ def test_bad_dp_settings_fail_in_validate():
   c.optimizer.dp.enabled, c.model.family = True, "ngram"
   with pytest.raises(config_lib.ConfigError, match="neural family"):
     config_lib.validate(c, 1)
+
+
+def test_dataset_windows_reads_the_texts_it_is_given(text_file, data_dir):
+  """The run hands its opened dataset's texts to the accountant; the same count as reading
+  `config.data` itself, and other texts give another count (the texts are really used)."""
+  from jaxlm.data import sources
+  from jaxlm.data.tokenizers import ByteTokenizer
+
+  c = _dp_config(text_file, data_dir)
+  tok = ByteTokenizer()
+  own = dp.dataset_windows(c, tok)
+  handed = dp.dataset_windows(c, tok, sources.DataSource(c.data).texts(c.data.train_split))
+  assert handed == own > 1
+  assert dp.dataset_windows(c, tok, ["x" * (10 * c.data.seq_len)]) == 10 != own
