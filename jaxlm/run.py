@@ -48,6 +48,7 @@ class Run:
     self.carry_state = bool(config.model.carry_state) and self.objective.name == "causal_lm"
     self.tx, self.schedule = self._optimizer()
     self.batch_sharding = sharding.batch_sharding(self.mesh, self.rules)
+    self._row_shardings = {len(self.batch_sharding.spec): self.batch_sharding}  # By rank.
     self.local_batch_size = pipeline.local_batch_size(d.batch_size, jax.process_count())
     self.document_attention = bool(d.document_attention)
     self._init_shardings()
@@ -172,10 +173,16 @@ class Run:
   def to_global(self, local_batch: dict) -> dict:
     """This process's rows -> one global array per key, rows sharded over the batch axes,
     whatever its rank (LM windows [B, L]; a task's labels [B] beside its ids [B, L])."""
-    rows = self.batch_sharding.spec[0]
-    return {k: jax.make_array_from_process_local_data(jax.sharding.NamedSharding(
-        self.mesh, jax.sharding.PartitionSpec(rows, *[None] * (v.ndim - 1))), v)
-        for k, v in local_batch.items()}
+    return {k: jax.make_array_from_process_local_data(self._rows_sharding(v.ndim), v)
+            for k, v in local_batch.items()}
+
+  def _rows_sharding(self, ndim: int) -> jax.sharding.NamedSharding:
+    """Rows over the batch axes, other dims whole; made once per rank (`to_global` runs
+    for every batch)."""
+    if ndim not in self._row_shardings:
+      self._row_shardings[ndim] = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec(
+          self.batch_sharding.spec[0], *[None] * (ndim - 1)))
+    return self._row_shardings[ndim]
 
   def meta(self) -> dict:
     return {"tokenizer": self.tokenizer.identity(),
