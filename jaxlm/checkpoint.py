@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import time
 
 import jax
 import jax.numpy as jnp
@@ -58,10 +59,7 @@ class Checkpointer:
       if not self.directory.is_dir():
         raise CheckpointError(f"No checkpoint in {self.directory}. Fix: train first (same "
                               "--workdir), or check the path.")
-      options = ocp.CheckpointManagerOptions(read_only=True, create=False,
-                                             cleanup_tmp_directories=False,
-                                             enable_async_checkpointing=False)
-      self.manager = ocp.CheckpointManager(self.directory, options=options)
+      self.manager = self._open_read_only()
       self._in_flight = None
       return
     if keep < 2:
@@ -76,6 +74,24 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(self.directory, options=options)
     self._in_flight: int | None = None
     self._cleaned = False
+
+  def _open_read_only(self, attempts: int = 5) -> ocp.CheckpointManager:
+    """A reader's manager. A live trainer's retention (`keep_checkpoints`) may delete a step
+    while orbax lists the steps and reads their metadata (FileNotFoundError): list again."""
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False,
+                                           cleanup_tmp_directories=False,
+                                           enable_async_checkpointing=False)
+    for attempt in range(attempts):
+      try:
+        return ocp.CheckpointManager(self.directory, options=options)
+      except FileNotFoundError as e:
+        logging.info("A step of %s vanished while it was listed (%s); listing again.",
+                     self.directory, e)
+        time.sleep(0.05 * (attempt + 1))
+    raise CheckpointError(
+        f"Could not list the checkpoints in {self.directory}: steps kept vanishing while "
+        f"they were read ({attempts} tries). Fix: rerun once the trainer of this workdir has "
+        "stopped, or pass --step of a step it keeps.")
 
   def _cleanup(self) -> None:
     """Deletes the half-written steps of a killed run, once the run is accepted (restore or
@@ -171,27 +187,43 @@ class Checkpointer:
   def restore_params(self, step: int | None, abstract_params) -> tuple[object, int]:
     """(params, step): the parameters only (a partial restore) of `step`, verified against
     their recorded fingerprints. `step=None`: the newest intact step, falling back past
-    corrupt ones (named in the log); an explicit step that is corrupt is an error naming it.
-    Nothing on disk is changed."""
-    steps = self.all_steps()
-    if not steps:
-      raise CheckpointError(f"No checkpoint in {self.directory}. Fix: train first, or pass "
-                            "the workdir of a run that saved one.")
-    candidates = list(reversed(steps)) if step is None else [
-        wd_lib.choose_step(steps, step, self.directory)]
+    corrupt ones (named in the log) and past steps that a live trainer's retention deleted
+    meanwhile (the steps are then listed again); an explicit step that is corrupt is an error
+    naming it. Nothing on disk is changed."""
     bad: list[tuple[int, str]] = []
-    for s in candidates:
-      try:
-        params = self._restore_params(s, abstract_params)
-      except Exception as e:
-        bad.append((s, _describe(e)))
-        logging.error("Checkpoint %s is corrupt (%s)%s", self.directory / str(s), bad[-1][1],
-                      "; trying the previous one." if step is None else ".")
-        continue
-      if bad:
-        logging.warning("Loaded step %d instead of corrupt step(s) %s.", s,
-                        ", ".join(str(b) for b, _ in bad))
-      return params, s
+    for _ in range(3):
+      steps = self.all_steps()
+      if not steps:
+        raise CheckpointError(f"No checkpoint in {self.directory}. Fix: train first, or pass "
+                              "the workdir of a run that saved one.")
+      candidates = list(reversed(steps)) if step is None else [
+          wd_lib.choose_step(steps, step, self.directory)]
+      vanished = False
+      for s in candidates:
+        try:
+          params = self._restore_params(s, abstract_params)
+        except Exception as e:
+          if step is None and not (self.directory / str(s)).exists():
+            vanished = True  # Deleted by the trainer's retention after it was listed.
+            logging.info("Step %d of %s was deleted while loading (the trainer keeps the "
+                         "newest steps); trying the previous one.", s, self.directory)
+            continue
+          bad.append((s, _describe(e)))
+          logging.error("Checkpoint %s is corrupt (%s)%s", self.directory / str(s), bad[-1][1],
+                        "; trying the previous one." if step is None else ".")
+          continue
+        if bad:
+          logging.warning("Loaded step %d instead of corrupt step(s) %s.", s,
+                          ", ".join(str(b) for b, _ in bad))
+        return params, s
+      if not vanished:
+        break
+      if self.read_only:
+        self.manager.close()
+        self.manager = self._open_read_only()
+      else:
+        self.manager.reload()
+      bad.clear()
     raise CheckpointError(
         "No intact checkpoint in " + str(self.directory) + ": " +
         "; ".join(f"step {s} is corrupt ({why})" for s, why in bad) + ". Fix: pass an intact "

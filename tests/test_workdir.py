@@ -279,3 +279,35 @@ def test_tensorboard_events_are_written_without_importing_torch(tmp_path):
   assert loaded == "False" and after in ("importable", "absent")
   events = list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
   assert events and b"train_loss" in events[0].read_bytes()
+
+
+def test_a_reader_survives_steps_the_trainers_retention_deletes(two_steps, tmp_path,
+                                                                monkeypatch, caplog):
+  """A live trainer (keep_checkpoints) deletes old steps while a reader lists or loads them:
+  the reader lists again or takes the next newest step, and says so, not "corrupt"."""
+  wd = _copy(two_steps[0], tmp_path)
+  m = inference.load_for_inference(wd)
+  abstract = inference.abstract_params(m.model, m.mesh, m.rules)[0]
+  # Deleted between listing and loading: step 4 is gone, step 2 loads (no "corrupt").
+  ckpt = ckpt_lib.Checkpointer(wd, read_only=True)
+  shutil.rmtree(os.path.join(wd, "checkpoints", "4"))
+  with caplog.at_level(logging.INFO):
+    assert ckpt.restore_params(None, abstract)[1] == 2
+  ckpt.close()
+  assert "deleted while loading" in caplog.text and "corrupt" not in caplog.text
+  # Deleted while orbax lists the steps (its FileNotFoundError): the reader lists again.
+  real, calls = ckpt_lib.ocp.CheckpointManager, []
+
+  def flaky(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 1:
+      raise FileNotFoundError(2, "No such file or directory", "checkpoints/20")
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(ckpt_lib.ocp, "CheckpointManager", flaky)
+  assert inference.load_for_inference(wd).step == 2 and len(calls) == 2
+  # Control: a listing that never succeeds is one error naming the directory and the fix.
+  monkeypatch.setattr(ckpt_lib.ocp, "CheckpointManager", lambda *a, **k: (_ for _ in ()).throw(
+      FileNotFoundError(2, "gone")))
+  with pytest.raises(ckpt_lib.CheckpointError, match="steps kept vanishing.*Fix:"):
+    ckpt_lib.Checkpointer(wd, read_only=True)
