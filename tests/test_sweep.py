@@ -73,7 +73,8 @@ from jaxlm.lab.sweep import Sweep
 
 def get_sweep():
   return Sweep(config="configs/default.py:smoke", overrides={overrides!r},
-               grid={{"model.position": ["rope", "alibi"]}}, metric="eval_loss")
+               grid={{"model.position": ["rope", "alibi"]}}, metric="eval_loss",
+               extra_eval_seq_lens=(16,))
 """
 
 
@@ -96,9 +97,14 @@ def test_two_run_sweep_end_to_end_report_and_restart(tmp_path, text_file, data_d
   names = ["position=rope,seed=0", "position=alibi,seed=0"]
   for n in names:
     assert sorted(os.listdir(out / "runs" / n / "checkpoints")) == ["3", "6"]
+    # The extra length is scored on the whole validation split, not eval_steps=2 batches
+    # (2 x 8 x 16 = 256 tokens): its column compares with any other length's.
+    extra = json.load(open(out / "runs" / n / "eval_len16.json"))
+    assert extra["seq_len"] == 16 and extra["eval_tokens"] > 2 * 8 * 16, extra
 
   md = (out / "results.md").read_text()
   assert "| rope |" in md and "| alibi |" in md and "Best: **position=" in md
+  assert "eval_loss@16" in md
   with open(out / "results.csv") as f:
     rows = list(csv.DictReader(f))
   assert {r["model.position"] for r in rows} == {"rope", "alibi"}

@@ -187,9 +187,11 @@ class Runner:
         evals = rc == 0 and not stop_after and not spec.prerequisite
         for seq_len in (self.sweep.extra_eval_seq_lens if evals else ()):
           target = os.path.join(wd, f"eval_len{seq_len}.json")
+          # The whole validation split at every length (--eval_steps=-1), so that the
+          # eval_loss@N columns score the same text.
           subprocess.run([sys.executable, "-m", "jaxlm.restore", f"--workdir={wd}",
-                          f"--seq_len={seq_len}", f"--out={target}"], cwd=REPO, env=env,
-                         stdout=log, stderr=subprocess.STDOUT)
+                          f"--seq_len={seq_len}", "--eval_steps=-1", f"--out={target}"],
+                         cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
       wall = time.time() - t0
     finally:
       self._groups.put(group)
