@@ -73,6 +73,31 @@ def test_epsilon_matches_published_settings():
   assert dp.epsilon(0.0, 256, 60000, 10, 1e-5) == math.inf
 
 
+@pytest.mark.parametrize("poisson", [False, True])
+def test_cached_one_step_rdp_times_steps_equals_composing_the_steps(poisson):
+  """`epsilon` scales one cached step's RDP curve (a run asks at every logged step);
+  dp-accounting composing all the steps itself gives the same epsilon."""
+  import dp_accounting
+  from dp_accounting import rdp
+
+  def composed(steps):
+    gauss = dp_accounting.GaussianDpEvent(0.8)
+    if poisson:
+      ev, rel = (dp_accounting.PoissonSampledDpEvent(8 / 200, gauss),
+                 dp_accounting.NeighboringRelation.ADD_OR_REMOVE_ONE)
+    else:
+      ev, rel = (dp_accounting.SampledWithoutReplacementDpEvent(200, 8, gauss),
+                 dp_accounting.NeighboringRelation.REPLACE_ONE)
+    acc = rdp.RdpAccountant(neighboring_relation=rel)
+    acc.compose(ev, steps)
+    return acc.get_epsilon(1e-5)
+
+  got = {s: dp.epsilon(0.8, 8, 200, s, 1e-5, "rdp", poisson) for s in (1, 3, 50)}
+  for s, e in got.items():
+    assert e == pytest.approx(composed(s), rel=1e-9)
+  assert got[3] != pytest.approx(composed(50), rel=1e-3)  # Control: steps matter.
+
+
 def test_dp_sgd_same_on_1_and_8_devices_and_logs_epsilon(tmp_path, text_file, data_dir):
   c = _dp_config(text_file, data_dir)
   train.train_and_evaluate(c, str(tmp_path / "one"), jax.devices()[:1])
