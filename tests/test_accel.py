@@ -117,7 +117,7 @@ def test_loop_dispatches_the_next_step_before_reading_metrics(tmp_path, text_fil
 
   monkeypatch.setattr(train.Run, "jit_train_step", traced_jit)
   monkeypatch.setattr(train.jax, "device_get", traced_get)
-  train.train_and_evaluate(c, str(tmp_path))
+  train.train_and_evaluate(c, str(tmp_path), jax.devices()[:1])
   reads = [n for kind, n in events if kind == "read"]
   assert sorted(reads) == list(range(1, 7))
   for n in range(1, 6):  # Every step but the last is read after the next one was dispatched.

@@ -11,6 +11,7 @@ import json
 import math
 import os
 
+import jax
 import numpy as np
 import pytest
 from conftest import tiny_config
@@ -109,7 +110,7 @@ def test_trainer_eval_bpb_by_hand(tmp_path, data_dir):
   c.num_train_steps, c.eval_every_steps, c.checkpoint_every_steps = 1, 1, 1
   c.eval_steps = -1
   wd = str(tmp_path / "gpt")
-  train.train_and_evaluate(c, wd)
+  train.train_and_evaluate(c, wd, jax.devices()[:1])
   row = _last_eval(wd)
   # Packed, every token but the stream's first ("the", 3 bytes) is a target once.
   assert row["eval_tokens"] == 16 - 1

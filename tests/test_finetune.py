@@ -17,6 +17,8 @@ from jaxlm.config import ConfigError
 from jaxlm.data.sources import DataError
 from jaxlm.data.tokenizers import EOS_ID, SEP_ID
 
+ONE = jax.devices()[:1]
+
 WORDS = (("good", "great", "fine"), ("bad", "awful", "poor"), ("meh", "okay", "so"))
 
 
@@ -38,7 +40,7 @@ def pretrain(tmp_path_factory, text_file, data_dir):
   wd = str(tmp_path_factory.mktemp("pre"))
   c = tiny_config(text_file, data_dir, num_train_steps=4, checkpoint_every_steps=4,
                   eval_every_steps=4)
-  train.train_and_evaluate(c, wd)
+  train.train_and_evaluate(c, wd, ONE)
   return wd, c
 
 
@@ -61,6 +63,8 @@ def classify_config(labeled, data_dir, init_from: str = "", **overrides):
 
 
 def test_restore_into_head_train_best_and_eval(pretrain, labeled, data_dir, tmp_path):
+  """On all 8 test devices (the other fine-tuning tests use one, to be quick), from a
+  backbone saved on one."""
   pre_wd, _ = pretrain
   c = classify_config(labeled, data_dir, pre_wd)
   run = finetune.TaskRun(c, str(tmp_path))
@@ -92,11 +96,11 @@ def test_restore_into_head_train_best_and_eval(pretrain, labeled, data_dir, tmp_
 def test_sigterm_saves_and_the_rerun_finishes(labeled, data_dir, tmp_path, monkeypatch):
   c = classify_config(labeled, data_dir, **{"checkpoint_every_steps": 100})
   monkeypatch.setenv("JAXLM_FAULTS", "sigterm_at_step@2")  # Sends SIGTERM to this process.
-  out = finetune.train_task(c, str(tmp_path))
+  out = finetune.train_task(c, str(tmp_path), ONE)
   assert out["preempted"] == "SIGTERM" and out["step"] == 2
   assert ckpt_lib.Checkpointer(str(tmp_path), 3).latest_step() == 2  # Saved off-schedule.
   monkeypatch.delenv("JAXLM_FAULTS")
-  out = finetune.train_task(c, str(tmp_path))
+  out = finetune.train_task(c, str(tmp_path), ONE)
   assert "preempted" not in out and out["step"] == 6
   with open(tmp_path / "metrics.jsonl") as f:
     steps = [json.loads(line)["step"] for line in f]
@@ -211,7 +215,7 @@ def test_seq2seq_trains_and_scores_bleu(tmp_path, data_dir, monkeypatch):
     return fixed[:len(src)]
 
   monkeypatch.setattr(seq2seq, "translate", translate)
-  out = finetune.train_task(c, str(tmp_path / "wd"))
+  out = finetune.train_task(c, str(tmp_path / "wd"), ONE)
   assert out["eval_generated"] == 9 and len(calls[-1]) == 9
   want = sacrebleu.corpus_bleu(fixed, [refs]).score
   assert 0 < want < 100 and out["eval_bleu"] == pytest.approx(want)
@@ -326,14 +330,14 @@ def test_finetune_resume_falls_back_past_a_corrupt_latest_checkpoint(data_dir, t
   c.data.path, c.data.eval_path, c.data.data_dir = str(small), str(small), data_dir
   c.num_train_steps, c.eval_every_steps, c.checkpoint_every_steps = 4, 2, 2
   wd = str(tmp_path / "ft")
-  finetune.train_task(c, wd)
+  finetune.train_task(c, wd, ONE)
   step_dir = os.path.join(wd, "checkpoints", "4")
   path = max((p for p in glob.glob(os.path.join(step_dir, "**", "*"), recursive=True)
               if os.path.isfile(p)), key=os.path.getsize)
   with open(path, "r+b") as f:
     f.truncate(os.path.getsize(path) // 2)
   c.num_train_steps = 6
-  out = finetune.train_task(c, wd)
+  out = finetune.train_task(c, wd, ONE)
   assert out["step"] == 6
   assert os.listdir(os.path.join(wd, "corrupt_checkpoints"))  # Step 4 moved aside, named.
   assert ckpt_lib.Checkpointer(wd, 3, async_save=False).all_steps()[-1] == 6

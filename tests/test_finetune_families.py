@@ -1,5 +1,6 @@
 """Eval mode and classification fine-tuning for the bert, lstm and ngram families."""
 
+import jax
 import pytest
 from conftest import tiny_config
 from test_finetune import _labeled, classify_config
@@ -16,8 +17,9 @@ def test_pretrain_eval_mode_then_classify(family, tmp_path, text_file, data_dir)
   c = tiny_config(text_file, data_dir, num_train_steps=2, checkpoint_every_steps=2,
                   eval_every_steps=2, **FAMILY[family])
   pre = str(tmp_path / "pre")
-  trained = train.train_and_evaluate(c, pre)
-  res = evaluate.evaluate_checkpoint(c, pre)
+  one = jax.devices()[:1]  # Sharded fine-tuning: tests/test_finetune.py.
+  trained = train.train_and_evaluate(c, pre, one)
+  res = evaluate.evaluate_checkpoint(c, pre, devices=one)
   assert res["family"] == family and res["step"] == 2 and res["tokens"] > 0
   if family == "bert":
     assert "mlm_accuracy" in res
@@ -26,7 +28,7 @@ def test_pretrain_eval_mode_then_classify(family, tmp_path, text_file, data_dir)
   labeled = (_labeled(tmp_path / "train.tsv", 40, 0), _labeled(tmp_path / "dev.tsv", 13, 1))
   fc = classify_config(labeled, data_dir, pre, num_train_steps=2, eval_every_steps=2,
                        checkpoint_every_steps=2, **FAMILY[family])
-  out = finetune.train_task(fc, str(tmp_path / "ft"))
+  out = finetune.train_task(fc, str(tmp_path / "ft"), one)
   assert out["eval_num_examples"] == 13
   run = finetune.TaskRun(fc, str(tmp_path / "ft"), restore_backbone=False)
   assert run.pooling == ("first" if family == "bert" else "last")
