@@ -28,8 +28,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
 
-def serve_random(slots: int, max_queue: int) -> None:
-  """Server process: a random tiny GPT behind jaxlm.serve (prints its port)."""
+def random_generator():
+  """The benchmark's model: a random 2-layer, 128-wide byte-level GPT (RoPE, context 128)."""
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
@@ -38,15 +38,19 @@ def serve_random(slots: int, max_queue: int) -> None:
   from jaxlm.generate import Generator
   from jaxlm.layers.transformer import TransformerConfig
   from jaxlm.models import TransformerLM
-  from jaxlm.serve import Service, make_server
   tok = ByteTokenizer()
   cfg = TransformerConfig(vocab_size=tok.vocab_size, num_layers=2, num_heads=4, emb_dim=128,
                           mlp_dim=512, max_len=128, position="rope")
   model = TransformerLM(cfg)
   params = nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
-  gen = Generator(model, params, tok, max_context=128)
-  srv = make_server(Service(gen, max_new_tokens=128, slots=slots, max_queue=max_queue,
-                            warmup=True),
+  return Generator(model, params, tok, max_context=128)
+
+
+def serve_random(slots: int, max_queue: int) -> None:
+  """Server process: a random tiny GPT behind jaxlm.serve (prints its port)."""
+  from jaxlm.serve import Service, make_server
+  srv = make_server(Service(random_generator(), max_new_tokens=128, slots=slots,
+                            max_queue=max_queue, warmup=True),
                     "127.0.0.1", 0)
   print(f"serving on http://127.0.0.1:{srv.server_port}", flush=True)
   srv.serve_forever()
