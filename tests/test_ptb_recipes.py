@@ -46,6 +46,19 @@ def test_zaremba_settings():
     config_lib.validate(c, 1)
 
 
+def test_adam_variant_keeps_the_small_model_and_changes_only_training():
+  ptb = _recipe()
+  s, a = ptb.get_config("lstm_small"), ptb.get_config("lstm_small_adam")
+  for f in ("family", "num_layers", "emb_dim", "lstm_hidden_dim", "init_scale",
+            "tie_embeddings", "carry_state"):
+    assert a.model[f] == s.model[f], f
+  assert (a.optimizer.name, a.optimizer.schedule, a.data.batch_size) == ("adamw", "cosine", 64)
+  assert a.optimizer.grad_clip == pytest.approx(0.25) and a.model.dropout == 0.2
+  assert a.optimizer.steps_per_epoch == ((929_589 + 1) // 64 - 1) // 35 == 414
+  assert a.num_train_steps == ptb.ADAM_EPOCHS * 414
+  config_lib.validate(a, 1)
+
+
 def test_recipe_epoch_equals_the_lane_iterators_on_real_ptb(data_dir):
   ptb = _recipe()
   c = ptb.get_config("lstm_small")
@@ -59,8 +72,8 @@ def test_recipe_epoch_equals_the_lane_iterators_on_real_ptb(data_dir):
   assert it.windows_per_epoch == c.optimizer.steps_per_epoch == 2323
 
 
-@pytest.mark.parametrize("variant", ["kn5", "lstm_small", "lstm_medium", "lstm_large",
-                                     "gpt_small"])
+@pytest.mark.parametrize("variant", ["kn5", "lstm_small", "lstm_small_adam", "lstm_medium",
+                                     "lstm_large", "gpt_small"])
 def test_variant_smoke_from_cli(variant, corpus, data_dir, tmp_path):
   train_path, valid_path = corpus
   wd = str(tmp_path / "wd")
