@@ -52,10 +52,10 @@ def test_adam_variant_keeps_the_small_model_and_changes_only_training():
   for f in ("family", "num_layers", "emb_dim", "lstm_hidden_dim", "init_scale",
             "tie_embeddings", "carry_state"):
     assert a.model[f] == s.model[f], f
-  assert (a.optimizer.name, a.optimizer.schedule, a.data.batch_size) == ("adamw", "cosine", 64)
+  assert (a.optimizer.name, a.optimizer.schedule, a.data.batch_size) == ("adamw", "cosine", 20)
   assert a.optimizer.grad_clip == pytest.approx(0.25) and a.model.dropout == 0.2
-  assert a.optimizer.steps_per_epoch == ((929_589 + 1) // 64 - 1) // 35 == 414
-  assert a.num_train_steps == ptb.ADAM_EPOCHS * 414
+  assert a.optimizer.steps_per_epoch == ((929_589 + 1) // 20 - 1) // 35 == 1327
+  assert a.num_train_steps == ptb.ADAM_EPOCHS * 1327
   config_lib.validate(a, 1)
 
 
