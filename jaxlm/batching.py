@@ -4,7 +4,10 @@ One engine thread owns a batched KV cache of `slots` rows. Each loop it admits
 waiting requests into free rows (a request's prompt is prefilled alone, batch 1,
 then its cache is inserted into the row), then runs one decode step for every row
 at once and hands each active request its token. A request leaves its row at EOS,
-its token limit, a stop string or when its client cancels; the row is reused.
+its token limit, a stop string or when its client cancels; the row is reused. A request
+takes the lowest free row and a step computes only the rows up to the highest occupied
+one (rounded up to 1, 4, 16, ... rows: a few compiled programs), so a lightly loaded
+server does not pay for its empty rows.
 
 Rows share the cache's write index (as in `Generator`): a prompt is written just
 below the index, older entries of the row get segment 0 (never attended to), and
@@ -76,8 +79,9 @@ class Engine:
     self.cv = threading.Condition()
     self.stopped = False
     self.steps = 0  # Batched decode steps run (for tests and logs).
+    self.rows_computed = collections.Counter()  # Decode calls by rows computed (tests, logs).
     self._insert = jax.jit(self._insert_fn, donate_argnums=(0,))
-    self._step = jax.jit(self._chunk_fn, static_argnames=("k",), donate_argnums=(1,))
+    self._step = jax.jit(self._chunk_fn, static_argnames=("k", "rows"), donate_argnums=(1,))
     self._shift = jax.jit(self._shift_fn, static_argnames=("d",), donate_argnums=(0,))
     self.thread = threading.Thread(target=self._loop, name="jaxlm-engine", daemon=True)
     self._state = None
@@ -157,8 +161,13 @@ class Engine:
             top_lp_SK)
 
   def _chunk_fn(self, params, state, pos_S, active_S, step_S, seed_S, temp_S, topk_S, topp_S, *,
-                k: int):
-    """`k` decode steps in one call; outputs stacked [k, S, ...]."""
+                k: int, rows: int):
+    """`k` decode steps of the first `rows` rows in one call; outputs stacked [k, rows, ...]
+    (the per-row inputs have `rows` entries); the other rows' cache is left as it is."""
+    full = state
+    if rows < self.slots:
+      state = jax.tree.map(lambda x: x[:rows] if x.ndim else x, full)
+
     def body(carry, _):
       state, pos_S, step_S = carry
       state, *out = self._step_fn(params, state, pos_S, active_S, step_S, seed_S, temp_S,
@@ -166,7 +175,17 @@ class Engine:
       return (state, pos_S + 1, step_S + 1), out
     (state, _, _), (tok, lp, top_id, top_lp) = jax.lax.scan(body, (state, pos_S, step_S),
                                                              length=k)
+    if rows < self.slots:  # Written back in place (the state is donated).
+      state = jax.tree.map(lambda big, small: jax.lax.dynamic_update_slice(
+          big, small, (0,) * big.ndim) if big.ndim else small, full, state)
     return state, tok, lp, top_id, top_lp
+
+  def _row_bucket(self, occupied: int) -> int:
+    """Rows a step computes for rows [0, occupied): 1, 4, 16, ... (at most `slots`)."""
+    b = 1
+    while b < occupied:
+      b *= 4
+    return min(self.slots, self.gen._batch_size(b))
 
   def _shift_fn(self, cache, *, d: int):
     """Moves every row `d` slots left (dropping the oldest); the index drops by d."""
@@ -215,14 +234,13 @@ class Engine:
     try:
       self._state = self._init_state()
       ks = [1 << j for j in range(MAX_CHUNK.bit_length())] if self.warmup else []
-      for k in ks:  # All rows inactive: nothing changes but the compile cache.
-        z = np.zeros(self.slots, np.int32)
-        with self.gen._context():
-          self._state, *_ = self._step(self.gen.params, self._state, z, z.astype(bool), z,
-                                       z.astype(np.uint32), z.astype(np.float32), z,
-                                       np.ones(self.slots, np.float32), k=k)
-        self._index += k
-      if ks:
+      for rows in sorted({self._row_bucket(n) for n in range(1, self.slots + 1)}) if ks else ():
+        z = np.zeros(rows, np.int32)
+        for k in ks:  # All rows inactive: nothing changes but the compile cache.
+          with self.gen._context():
+            self._state, *_ = self._step(self.gen.params, self._state, z, z.astype(bool), z,
+                                         z.astype(np.uint32), z.astype(np.float32), z,
+                                         np.ones(rows, np.float32), k=k, rows=rows)
         self._state, self._index = self._init_state(), self.prompt_room
     except Exception as e:  # noqa: BLE001
       self._fail_all(f"engine start failed: {type(e).__name__}: {e}")
@@ -257,7 +275,6 @@ class Engine:
     self._fail_all("the server is shutting down")
 
   def _decode_once(self, time) -> None:
-    s = self.slots
     act = [r is not None and not r.cancelled for r in self.active]
     for row, r in enumerate(self.active):
       if r is not None and r.cancelled:
@@ -271,20 +288,22 @@ class Engine:
       d = self.cache_len - self.prompt_room - MAX_CHUNK  # One fixed shift: one program.
       self._state["cache"] = self._shift(self._state["cache"], d=d)
       self._index -= d
-    col = lambda f, dt: np.array([f(r) if a else 0 for r, a in zip(self.active, act,
-                                                                  strict=True)], dt)
+    rows = self._row_bucket(max(i for i, a in enumerate(act) if a) + 1)
+    act, live = act[:rows], self.active[:rows]
+    col = lambda f, dt: np.array([f(r) if a else 0 for r, a in zip(live, act, strict=True)], dt)
     with self.gen._context():
       self._state, tok, lp, top_id, top_lp = self._step(
           self.gen.params, self._state, col(lambda r: r.pos, np.int32), np.array(act),
           col(lambda r: r.step, np.int32), col(lambda r: r.seed, np.uint32),
           col(lambda r: r.temperature, np.float32), col(lambda r: r.top_k, np.int32),
-          np.array([r.top_p if a else 1.0 for r, a in zip(self.active, act, strict=True)],
-                   np.float32), k=k)
+          np.array([r.top_p if a else 1.0 for r, a in zip(live, act, strict=True)], np.float32),
+          k=k, rows=rows)
     self.steps += k
+    self.rows_computed[rows] += 1
     self._index += k
     tok, lp, top_id, top_lp = map(np.asarray, (tok, lp, top_id, top_lp))
     now = time.time()
-    for row in range(s):
+    for row in range(rows):
       r = self.active[row]
       if not act[row] or r is None:
         continue

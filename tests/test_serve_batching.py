@@ -60,6 +60,30 @@ def test_each_request_gets_what_it_would_alone_across_cache_shifts(gen):
     engine.stop()
 
 
+def test_a_step_computes_only_the_rows_up_to_the_highest_occupied(gen):
+  """A lone request decodes 1 row of 8; two (rows 0 and 1) the 4-row program; outputs are
+  what each gets alone."""
+  jobs = _jobs(3)[1:]
+  engine = Engine(gen, slots=8, max_queue=8)
+  reqs = [engine.submit(Request(**jobs[0]))]  # Queued before the engine starts: one admit.
+  engine.start()
+  try:
+    assert reqs[0].done.wait(120) and reqs[0].error is None
+    assert set(engine.rows_computed) == {1}  # Not 8 (every slot), as before.
+    engine.rows_computed.clear()
+    engine.stop()
+    engine = Engine(gen, slots=8, max_queue=8)
+    reqs = [engine.submit(Request(**j)) for j in jobs]  # Rows 0 and 1.
+    engine.start()
+    assert all(r.done.wait(120) and r.error is None for r in reqs)
+    assert 4 in engine.rows_computed and set(engine.rows_computed) <= {1, 4}
+    for j, r in zip(jobs, reqs, strict=True):
+      want = gen.generate_ids([j["ids"]], **{k: v for k, v in j.items() if k != "ids"})[0]
+      assert (r.ids_out, r.text, r.finish_reason) == (want.ids, want.text, want.finish_reason)
+  finally:
+    engine.stop()
+
+
 def test_bounded_queue_and_cancel_free_the_slot(gen):
   engine = Engine(gen, slots=1, max_queue=2)  # Not started: requests stay queued.
   engine.submit(Request(ids=[5], max_new_tokens=3))
