@@ -224,10 +224,11 @@ class Checkpointer:
       else:
         self.manager.reload()
       bad.clear()
+    why = ("; ".join(f"step {s} is corrupt ({why})" for s, why in bad) if bad else
+           "its steps were deleted while they were read (a live trainer keeps the newest)")
     raise CheckpointError(
-        "No intact checkpoint in " + str(self.directory) + ": " +
-        "; ".join(f"step {s} is corrupt ({why})" for s, why in bad) + ". Fix: pass an intact "
-        "step (--step), or retrain; the trainer moves corrupt steps aside when it resumes.")
+        f"No intact checkpoint in {self.directory}: {why}. Fix: pass an intact step (--step), "
+        "or retrain; the trainer moves corrupt steps aside when it resumes.")
 
   def _restore_params(self, step: int, abstract_params):
     meta = self.restore_meta(step)
