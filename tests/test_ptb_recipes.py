@@ -46,17 +46,16 @@ def test_zaremba_settings():
     config_lib.validate(c, 1)
 
 
-def test_adam_variant_keeps_the_small_model_and_changes_only_training():
+def test_fast_variant_is_lstm_small_with_a_shorter_decay():
   ptb = _recipe()
-  s, a = ptb.get_config("lstm_small"), ptb.get_config("lstm_small_adam")
-  for f in ("family", "num_layers", "emb_dim", "lstm_hidden_dim", "init_scale",
-            "tie_embeddings", "carry_state"):
-    assert a.model[f] == s.model[f], f
-  assert (a.optimizer.name, a.optimizer.schedule, a.data.batch_size) == ("adamw", "cosine", 20)
-  assert a.optimizer.grad_clip == pytest.approx(0.25) and a.model.dropout == 0.2
-  assert a.optimizer.steps_per_epoch == ((929_589 + 1) // 20 - 1) // 35 == 1327
-  assert a.num_train_steps == ptb.ADAM_EPOCHS * 1327
-  config_lib.validate(a, 1)
+  s, f = ptb.get_config("lstm_small"), ptb.get_config("lstm_small_fast")
+  assert f.model == s.model and f.data == s.data
+  for k in ("name", "schedule", "learning_rate", "grad_clip", "steps_per_epoch",
+            "decay_start_epoch"):
+    assert f.optimizer[k] == s.optimizer[k], k
+  assert (f.optimizer.decay_factor, s.optimizer.decay_factor) == (0.4, 0.5)
+  assert f.num_train_steps == ptb.FAST_EPOCHS * 2323 < s.num_train_steps
+  config_lib.validate(f, 1)
 
 
 def test_recipe_epoch_equals_the_lane_iterators_on_real_ptb(data_dir):
@@ -72,7 +71,7 @@ def test_recipe_epoch_equals_the_lane_iterators_on_real_ptb(data_dir):
   assert it.windows_per_epoch == c.optimizer.steps_per_epoch == 2323
 
 
-@pytest.mark.parametrize("variant", ["kn5", "lstm_small", "lstm_small_adam", "lstm_medium",
+@pytest.mark.parametrize("variant", ["kn5", "lstm_small", "lstm_small_fast", "lstm_medium",
                                      "lstm_large", "gpt_small"])
 def test_variant_smoke_from_cli(variant, corpus, data_dir, tmp_path):
   train_path, valid_path = corpus
