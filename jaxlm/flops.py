@@ -8,9 +8,10 @@ gradients w.r.t. its input and its weight), so training costs 6 FLOPs per matmul
 * M, the matmul weights a token passes through: every kernel (q/k/v/o and MLP of a Transformer
   block, an LSTM layer's input [D, 4H] and fused recurrent [H, 4H] kernels, the untied
   `lm_head` or the LSTM's `proj`) plus, with tied embeddings, the output projection
-  `padded_vocab x emb_dim`. Not counted: embedding lookups (a gather, not a matmul: the old
-  LSTM count added one, 1.75x too high at 2x200 with a 10k vocabulary), position tables,
-  biases and norm scales (`optim.decay_mask` tells kernels from the rest).
+  `padded_vocab x emb_dim` (not for classification: its head is a [D, C] kernel and the
+  backbone computes no vocabulary logits). Not counted: embedding lookups (a gather, not a
+  matmul: the old LSTM count added one, 1.75x too high at 2x200 with a 10k vocabulary),
+  position tables, biases and norm scales (`optim.decay_mask` tells kernels from the rest).
 * A, attention (gpt, bert): 2 * num_layers * seq_len * num_heads * head_dim (QK^T and AV; the
   full L x L scores are computed, causal or not), as in nanoGPT's `estimate_mfu`. LSTM: 0.
 
@@ -30,12 +31,13 @@ FORMULA = ("6 * (matmul weights: kernels + tied output projection; no embedding 
            "12 * num_layers * seq_len * num_heads * head_dim (gpt, bert; 0 for lstm)")
 
 
-def matmul_weights(params, model_cfg, padded_vocab: int) -> int:
-  """Weights used in matmuls per token: kernels, plus the tied output projection."""
+def matmul_weights(params, model_cfg, padded_vocab: int, vocab_logits: bool = True) -> int:
+  """Weights used in matmuls per token: kernels, plus the tied output projection when the
+  model computes vocabulary logits (`vocab_logits`; a classifier does not)."""
   mask = optim.decay_mask(params)
   kernels = sum(x.size for x, m in zip(jax.tree.leaves(params), jax.tree.leaves(mask),
                                        strict=True) if m)
-  tied = padded_vocab * model_cfg.emb_dim if model_cfg.tie_embeddings else 0
+  tied = padded_vocab * model_cfg.emb_dim if model_cfg.tie_embeddings and vocab_logits else 0
   return int(kernels + tied)
 
 
@@ -53,5 +55,6 @@ def flops_per_token(params, config, vocab_size: int) -> float:
   m = config.model
   multiple = max(m.vocab_multiple, 1)
   padded_vocab = -(-vocab_size // multiple) * multiple  # As the models pad their tables.
-  return 6.0 * matmul_weights(params, m, padded_vocab) + \
+  vocab_logits = config.finetune.task != "classify"
+  return 6.0 * matmul_weights(params, m, padded_vocab, vocab_logits) + \
       6.0 * attention_flops_per_token(m, config.data.seq_len)

@@ -341,3 +341,29 @@ def test_finetune_resume_falls_back_past_a_corrupt_latest_checkpoint(data_dir, t
   assert out["step"] == 6
   assert os.listdir(os.path.join(wd, "corrupt_checkpoints"))  # Step 4 moved aside, named.
   assert ckpt_lib.Checkpointer(wd, 3, async_save=False).all_steps()[-1] == 6
+
+
+def test_classifier_flops_per_token_match_xla_and_leave_out_the_vocabulary(labeled, data_dir):
+  """A classifier computes no vocabulary logits: counting the tied output projection (as the
+  LM formula does) put SST-2's logged MFU above 1. Checked against XLA's cost analysis."""
+  from jaxlm import flops
+  c = classify_config(labeled, data_dir, **{"model.num_layers": 1, "model.emb_dim": 64,
+                                            "model.mlp_dim": 256, "data.seq_len": 64})
+  run = finetune.TaskRun(c, None, devices=ONE, restore_backbone=False)
+  b, length = c.data.batch_size, c.data.seq_len
+  spec = {"ids": ((b, length), jnp.int32), "labels": ((b,), jnp.int32),
+          "weight": ((b,), jnp.float32)}
+  batch = {k: jax.ShapeDtypeStruct(s, t, sharding=run._rows_sharding(len(s)))
+           for k, (s, t) in spec.items()}
+  import flax.linen as nn
+  with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
+    compiled = run.jit_train_step().lower(run.abstract_state, batch).compile()
+  cost = compiled.cost_analysis()
+  xla = float((cost[0] if isinstance(cost, list) else cost)["flops"]) / (b * length)
+  assert abs(run.flops_per_token / xla - 1) < 0.05, (run.flops_per_token, xla)
+  # Negative control: the LM count (with the tied vocabulary projection) is far off.
+  vocab = -(-run.tokenizer.vocab_size // c.model.vocab_multiple) * c.model.vocab_multiple
+  lm = run.flops_per_token + 6.0 * vocab * c.model.emb_dim
+  assert lm / xla > 1.2, (lm, xla)
+  assert flops.flops_per_token(run.abstract_state.params, c, run.tokenizer.vocab_size) == \
+      run.flops_per_token
