@@ -51,7 +51,7 @@ def test_config_loads_validates_and_builds(path):
     ("model.emb_dim", 0, "model.emb_dim"),
     ("model.dropout", 1.5, "model.dropout"),
     ("model.attention_dropout", -0.1, "model.attention_dropout"),
-    ("model.num_layers", 0, "model.num_layers"),
+    ("model.num_layers", -1, "model.num_layers"),
     ("model.num_kv_heads", -1, "model.num_kv_heads"),
     ("cpu_devices", -1, "cpu_devices"),
 ])
@@ -64,6 +64,20 @@ def test_bad_values_name_the_field(field, value, match):
   with pytest.raises(config_lib.ConfigError, match=match) as e:
     config_lib.validate(c, num_devices=8)
   assert "Fix:" in str(e.value)
+
+
+def test_zero_layers_is_a_transformer_only():
+  """0 blocks (a bag of embeddings with mean pooling) is valid for gpt/bert; an LSTM or a
+  scanned stack needs a layer."""
+  c = config_lib.base_config()
+  c.model.num_layers = 0
+  config_lib.validate(c, num_devices=1)
+  for field, value in (("family", "lstm"), ("scan_layers", True)):
+    bad = config_lib.base_config()
+    bad.model.num_layers = 0
+    bad.model[field] = value
+    with pytest.raises(config_lib.ConfigError, match="model.num_layers.*positive"):
+      config_lib.validate(bad, num_devices=1)
 
 
 def test_seq_len_longer_than_position_table():

@@ -4,7 +4,9 @@
 
 The prerequisite `pretrain` trains the LM on the SST-2 training sentences (labels unused);
 `pretrained` fine-tunes the classifier from it (`init_from`), `scratch` trains the same
-classifier from random weights with the pretraining run's tokenizer (same vocabulary).
+classifier from random weights with the pretraining run's tokenizer (same vocabulary), and
+`bow` is the bag-of-words baseline (`configs/sst2_finetune.py:bow`: mean of the word
+embeddings -> linear) on that vocabulary.
 """
 
 import os
@@ -23,11 +25,14 @@ def get_sweep():
       prerequisites={"pretrain": {"config": "configs/sst2_finetune.py:pretrain",
                                   "data.path": TRAIN}},
       variants={"pretrained": {"init_from": RunDir("pretrain")},
-                "scratch": {"data.tokenizer_path": RunDir("pretrain")}},
+                "scratch": {"data.tokenizer_path": RunDir("pretrain")},
+                "bow": {"config": "configs/sst2_finetune.py:bow",
+                        "data.tokenizer_path": RunDir("pretrain")}},
       seeds=3,
       metric="eval_accuracy",
       goal="max",
       columns=("eval_macro_f1", "eval_loss"),
       description="SST-2 dev accuracy of one GPT classifier, fine-tuned from an LM pretrained "
-                  "on the task's sentences vs. trained from scratch.",
+                  "on the task's sentences vs. trained from scratch, and of a bag-of-words "
+                  "baseline.",
   )

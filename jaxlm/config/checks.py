@@ -76,9 +76,15 @@ def validate_fields(c: ml_collections.ConfigDict) -> None:
           f"(model.max_len={m.max_len}).", f"set model.max_len >= {d.seq_len} or shorten seq_len.")
   if c.cpu_devices < 0:
     _fail("cpu_devices", f"is {c.cpu_devices}.", "use 0 (JAX default) or a positive count.")
-  for f in ("num_layers", "num_heads", "emb_dim", "mlp_dim"):
+  for f in ("num_heads", "emb_dim", "mlp_dim"):
     if int(m[f]) <= 0:
       _fail(f"model.{f}", f"is {m[f]}.", "use a positive integer.")
+  # 0 Transformer blocks is a model too: embeddings -> final norm (with finetune.pooling='mean',
+  # a bag-of-embeddings classifier; as an LM, a bigram model).
+  least = 1 if m.family == "lstm" or m.scan_layers else 0
+  if int(m.num_layers) < least:
+    _fail("model.num_layers", f"is {m.num_layers}.",
+          "use a positive integer." if least else "use 0 (no blocks) or a positive integer.")
   for f in ("num_kv_heads", "head_dim", "lstm_hidden_dim"):
     if int(m[f]) < 0:
       _fail(f"model.{f}", f"is {m[f]}.", "use 0 (the default) or a positive integer.")
