@@ -2,10 +2,11 @@
 
 Shape key: B batch, W window (= data.seq_len), V vocab.
 
-Batched and cache-free: each step runs the model over a fixed [B, W] window
-(one compiled shape) and reads each row's logits at its own last position, so
-rows of different prompt lengths decode together and stop at `<eos>`. The
-window never exceeds what the model was trained on, so positions stay in range.
+A row continues its prompt until `<eos>`, `max_decode_len` tokens or the end of the
+W-token window the model was trained on, whichever comes first. `translate` decodes a causal
+Transformer through the KV-cache `Generator` (one forward per new token); `greedy_decode` is
+the cache-free reference for any model (each step reruns the fixed [B, W] window and reads
+each row's logits at its own last position): both give the same ids (tests/test_finetune.py).
 """
 
 from __future__ import annotations
@@ -60,14 +61,42 @@ def greedy_decode(model, params, prompts: list[np.ndarray], max_new: int, window
   return outs
 
 
+def cached_greedy_decode(model, params, tokenizer, prompts: list[np.ndarray], max_new: int,
+                         window: int, batch_size: int, mesh=None,
+                         rules=()) -> list[list[int]]:
+  """`greedy_decode`'s ids through the KV-cache `Generator` (causal Transformers)."""
+  from jaxlm.generate import Generator
+
+  gen = Generator(model, params, tokenizer, mesh, rules)
+  # Rows are cut below at their own window end, so a kept token never sits past the position
+  # table; a longer prompt in the batch must not cap a shorter one's continuation.
+  gen.max_context = 2 * window
+  outs: list[list[int]] = []
+  for lo in range(0, len(prompts), batch_size):
+    chunk = [p[:window] for p in prompts[lo:lo + batch_size]]
+    room = [min(max_new, window - len(p)) for p in chunk]
+    if max(room) < 1:
+      outs.extend([] for _ in chunk)
+      continue
+    done = gen.generate_ids(chunk, max_new_tokens=max(room), temperature=0.0)
+    outs.extend(d.ids[:r] for d, r in zip(done, room, strict=True))
+  return outs
+
+
 def translate(run, params, sources: list[str]) -> list[str]:
   """Greedy translations of `sources` with a TaskRun's model and tokenizer."""
   c = run.config
   window = c.data.seq_len
   prompts = [prompt_ids(run.tokenizer, s, window + 1) for s in sources]
-  ids = greedy_decode(run.model, params, prompts, c.finetune.max_decode_len, window,
-                      c.data.batch_size, run.mesh, run.rules)
+  cached = c.model.family == "gpt" and c.model.causal
+  decode = cached_greedy_decode if cached else _uncached
+  ids = decode(run.model, params, run.tokenizer, prompts, c.finetune.max_decode_len, window,
+               c.data.batch_size, run.mesh, run.rules)
   return [run.tokenizer.decode(x) for x in ids]
+
+
+def _uncached(model, params, tokenizer, *args) -> list[list[int]]:
+  return greedy_decode(model, params, *args)
 
 
 class _null:

@@ -290,6 +290,7 @@ def _overrides(c) -> dict:
 
 @pytest.mark.parametrize("name,arg", [("sst2_finetune", "pretrain,smoke"),
                                       ("sst2_finetune", "bert,smoke"),
+                                      ("sst2_finetune", "bow,smoke"),
                                       ("multi30k_translate", "test,smoke")])
 def test_recipe_variants_validate(name, arg):
   from test_config import REPO, load
@@ -367,3 +368,47 @@ def test_classifier_flops_per_token_match_xla_and_leave_out_the_vocabulary(label
   assert lm / xla > 1.2, (lm, xla)
   assert flops.flops_per_token(run.abstract_state.params, c, run.tokenizer.vocab_size) == \
       run.flops_per_token
+
+
+def test_zero_layer_mean_pooled_classifier_is_a_bag_of_words(labeled, data_dir):
+  """`num_layers=0`, `pooling=mean`, no positions: the SST-2 recipe's bag-of-embeddings
+  baseline. Its logits ignore word order; control: one block with learned positions does not."""
+  rng = np.random.default_rng(0)
+  ids = jnp.asarray(rng.integers(4, 60, (3, 12)), jnp.int32).at[:, 9:].set(0)  # 3 pad ids.
+  perm = jnp.concatenate([jnp.asarray(rng.permutation(9)), jnp.arange(9, 12)])
+  for layers, position, order_free in ((0, "none", True), (1, "learned", False)):
+    c = classify_config(labeled, data_dir, **{"model.num_layers": layers,
+                                              "model.position": position,
+                                              "finetune.pooling": "mean"})
+    run = finetune.TaskRun(c, None, devices=ONE, restore_backbone=False)
+    params = run.init_state().params
+    a, b = (run.model.apply({"params": params}, x) for x in (ids, ids[:, perm]))
+    assert bool(jnp.allclose(a, b, atol=1e-5)) == order_free, (layers, a, b)
+    if not layers:
+      assert "layer_0" not in str(jax.tree_util.tree_structure(params))
+
+
+def test_cached_translation_equals_the_cache_free_greedy_decode():
+  """translate() decodes a causal Transformer through the KV cache: the same ids as the
+  full-window reference, including rows cut by the window (random weights rarely say <eos>,
+  so most rows run to their limit) and prompts of different lengths in one batch."""
+  from jaxlm import models
+  from jaxlm.config import base_config
+  from jaxlm.data.tokenizers import ByteTokenizer
+
+  tok = ByteTokenizer()
+  c = base_config()
+  c.model.num_layers, c.model.num_heads, c.model.emb_dim, c.model.mlp_dim = 2, 2, 32, 64
+  window = 24
+  model = models.build_model(c.model, tok.vocab_size, window)
+  params = model.init(jax.random.key(3), jnp.zeros((1, window), jnp.int32))["params"]
+  rng = np.random.default_rng(0)
+  prompts = [np.append(rng.integers(4, 200, n), SEP_ID).astype(np.int32)
+             for n in (2, 11, 5, 1, 9, 23, 30)]  # The last two reach / pass the window.
+  for max_new in (6, 40):
+    ref = seq2seq.greedy_decode(model, params, prompts, max_new, window, batch_size=4)
+    got = seq2seq.cached_greedy_decode(model, params, tok, prompts, max_new, window, 4)
+    assert got == ref, max_new
+    assert [len(x) for x in ref] == [min(max_new, max(window - len(p), 0)) for p in prompts]
+  # Negative control: a one-token-shorter window changes the reference.
+  assert seq2seq.greedy_decode(model, params, prompts, 40, window - 1, batch_size=4) != got
