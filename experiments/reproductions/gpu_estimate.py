@@ -1,6 +1,6 @@
 """Expected cost of the PTB LSTM recipes on one GPU, from their FLOPs (no GPU at hand).
 
-  python experiments/reproductions/gpu_estimate.py   # writes results/gpu_estimate.json
+  python experiments/reproductions/gpu_estimate.py   # writes gpu_estimate.json beside it
 
 For each `configs/ptb.py` LSTM variant: training FLOPs per token (`jaxlm.flops`, the count
 tested against XLA), the tokens its schedule trains on, their product, and that work's time at
@@ -68,7 +68,7 @@ def main() -> None:
   out = {"h200_peak_flops": H200_PEAK, "vocab": VOCAB,
          "cpu_tokens_per_s_lstm_small": cpu, "cpu_source": "results/ptb_lstm_small_1epoch.json",
          "rows": rows}
-  path = os.path.join(HERE, "results", "gpu_estimate.json")
+  path = os.path.join(HERE, "gpu_estimate.json")
   with open(path, "w") as f:
     json.dump(out, f, indent=1)
   print("| variant | params | FLOPs/token | train tokens | train FLOPs | H200 s at TF32 peak "

@@ -2,16 +2,19 @@
 
   python experiments/reproductions/run.py --task=ptb_kn5
   python experiments/reproductions/run.py --task=ptb_lstm_small_1epoch --timeout=1500
+  python experiments/reproductions/run.py --task=multi30k_en_de
 
 Runs `python -m jaxlm.main` with the task's exact arguments (workdir under /tmp), then writes
 `experiments/reproductions/results/<task>.json`: the command, wall time, exit code, machine
 (CPU model, cores, load average before/after, JAX backend) and every row of the run's
-metrics.jsonl. `table.py` builds the README's table from these files only.
+metrics.jsonl (and, for a task with a follow-up eval-mode command, that command's
+`eval_<split>_<step>.json`). `table.py` builds the README's table from these files only.
 """
 
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import platform
@@ -39,6 +42,13 @@ TASKS = {
         "paper": "Zaremba et al. 2014 small, PTB valid after 13 epochs", "metric": "eval_ppl",
         "number": 120.7, "note": "lstm_small's SGD in 7 epochs (lr x0.4 per epoch after "
                                  "epoch 4), sized to 60 minutes on 2 cores; full recipe"}),
+    "multi30k_en_de": ("configs/multi30k_translate.py", [], {
+        "paper": "small Transformers from scratch, Multi30k en-de test_2016_flickr BLEU "
+                 "(about 35-38, ../shared/data/README.md)", "metric": "bleu", "number": 35.0,
+        "note": "trained with val BLEU selecting the checkpoint; the best one translates "
+                "test_2016_flickr greedily (sacrebleu, detokenized)",
+        # Then: eval mode on the test split with the checkpoint kept as best on val.
+        "then": ["configs/multi30k_translate.py:test", "--mode=eval", "--step=best"]}),
 }
 
 
@@ -60,20 +70,32 @@ def main() -> None:
   config, extra, reference = TASKS[args.task]
   workdir = os.path.join("/tmp", "jaxlm_repro", args.task)
   shutil.rmtree(workdir, ignore_errors=True)
-  cmd = [sys.executable, "-m", "jaxlm.main", f"--config={config}", f"--workdir={workdir}", *extra]
-  shown = " ".join(["python", *cmd[1:]])
+  cmds = [[sys.executable, "-m", "jaxlm.main", f"--config={config}", f"--workdir={workdir}",
+           *extra]]
+  if reference.get("then"):  # An eval-mode command on the trained workdir.
+    then_config, *then_flags = reference["then"]
+    cmds.append([sys.executable, "-m", "jaxlm.main", f"--config={then_config}",
+                 f"--workdir={workdir}", *then_flags])
+  shown = " && ".join(" ".join(["python", *cmd[1:]]) for cmd in cmds)
   load_before = os.getloadavg()
   t0 = time.time()
-  try:
-    rc = subprocess.run(cmd, cwd=REPO, timeout=args.timeout).returncode
-  except subprocess.TimeoutExpired:
-    rc = "timeout"
+  rc: int | str = 0
+  for cmd in cmds:
+    try:
+      rc = subprocess.run(cmd, cwd=REPO, timeout=args.timeout - (time.time() - t0)).returncode
+    except subprocess.TimeoutExpired:
+      rc = "timeout"
+    if rc != 0:
+      break
   wall = time.time() - t0
   metrics = os.path.join(workdir, "metrics.jsonl")
   rows = [json.loads(x) for x in open(metrics)] if os.path.exists(metrics) else []
+  evals = sorted(glob.glob(os.path.join(workdir, "eval_*.json")), key=os.path.getmtime)
   out = {"task": args.task, "command": shown, "returncode": rc, "wall_s": round(wall, 1),
          "machine": {**machine(), "loadavg_before": load_before, "loadavg_after": os.getloadavg()},
          "reference": reference, "metrics": rows}
+  if reference.get("then"):
+    out["eval"] = json.load(open(evals[-1])) if evals and rc == 0 else None
   os.makedirs(os.path.join(HERE, "results"), exist_ok=True)
   path = os.path.join(HERE, "results", f"{args.task}.json")
   with open(path, "w") as f:

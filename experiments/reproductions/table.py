@@ -18,7 +18,11 @@ BEGIN, END = "<!-- table:begin -->", "<!-- table:end -->"
 def row(r: dict) -> str:
   ref = r["reference"]
   evals = [m for m in r["metrics"] if ref["metric"] in m]
-  if evals:
+  if "eval" in r:  # A follow-up eval-mode command scored the split.
+    e = r["eval"]
+    ours = (f"{e[ref['metric']]:.1f} ({e['generated']:,} sentences, step "
+            f"{e['step']}; chrF {e['chrf']:.1f})") if e else "no evaluation"
+  elif evals:
     last = evals[-1]
     ours = f"{last[ref['metric']]:.1f} ({int(last.get('eval_tokens', 0)):,} tokens, step " \
            f"{last['step']})"
