@@ -31,3 +31,20 @@ def test_table_rows_come_from_result_files(tmp_path):
   result["metrics"] = []
   (tmp_path / "ptb_x.json").write_text(json.dumps(result))
   assert "no evaluation" in _table_module().table(str(tmp_path))
+
+
+def test_a_follow_up_eval_gives_the_number(tmp_path):
+  """A task ending in an eval-mode command (Multi30k: BLEU on test_2016_flickr) is scored from
+  that command's eval file, not from the training metrics; a failed eval says so."""
+  result = {"task": "m30k", "command": "a && b", "returncode": 0, "wall_s": 99.0,
+            "machine": {"cpu": "C", "cores": 2, "loadavg_before": [0.5, 0, 0]},
+            "reference": {"paper": "P", "metric": "bleu", "number": 35.0, "note": "n"},
+            "metrics": [{"step": 300, "eval_bleu": 11.0}],
+            "eval": {"bleu": 21.26, "chrf": 50.04, "generated": 1000, "split": "validation",
+                     "step": 300}}
+  (tmp_path / "m30k.json").write_text(json.dumps(result))
+  line = _table_module().table(str(tmp_path)).splitlines()[-1]
+  assert "| P: 35.0 | 21.3 (1,000 sentences, step 300; chrF 50.0) |" in line
+  result["eval"] = None
+  (tmp_path / "m30k.json").write_text(json.dumps(result))
+  assert "no evaluation" in _table_module().table(str(tmp_path))
