@@ -161,6 +161,10 @@ def test_variants_and_prerequisite_sweep_end_to_end(tmp_path, text_file, data_di
   assert set(rows) == {"kn", "lm"} and all(r["status"] == "done" for r in rows.values())
   assert rows["kn"]["steps"] == "0" and int(rows["kn"]["params"]) > 0  # n-gram entries.
   assert float(rows["kn"]["final:eval_ppl_mean"]) > 1 and float(rows["lm"]["wall_s_mean"]) > 0
+  with open(exp / "results" / "prerequisites.csv") as f:
+    pre = list(csv.DictReader(f))
+  assert [r["run"] for r in pre] == ["pre"] and pre[0]["status"] == "done"
+  assert float(pre[0]["wall_s"]) > 0 and pre[0]["steps"] == "4"
   md = (exp / "results" / "results.md").read_text()
   assert "| # | variant | seeds |" in md and "| prerequisite |" in md and "| pre |" in md
   assert "- Variant `kn`: `configs/ngram.py:smoke` + `ngram.order=2`" in md

@@ -169,7 +169,8 @@ def markdown_table(sweep: sweep_lib.Sweep, groups: list[dict]) -> str:
   return "\n".join(lines)
 
 
-def write_csvs(sweep: sweep_lib.Sweep, groups: list[dict], out: str) -> list[str]:
+def write_csvs(sweep: sweep_lib.Sweep, groups: list[dict], out: str,
+               pre: Sequence[dict] = ()) -> list[str]:
   keys, cols = table_keys(sweep), value_columns(sweep)
   path = os.path.join(out, "results.csv")
   with open(path, "w", newline="") as f:
@@ -189,7 +190,17 @@ def write_csvs(sweep: sweep_lib.Sweep, groups: list[dict], out: str) -> list[str
         w.writerow([r["name"], *[key_value(r, k, "") for k in keys],
                     r["overrides"].get("seed", ""), *[r[c] for c in cols], r["params"] or "",
                     r["steps"], r["status"]])
-  return [path, runs_path]
+  if not pre:
+    return [path, runs_path]
+  pre_path = os.path.join(out, "prerequisites.csv")  # What the variants' walls leave out.
+  with open(pre_path, "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["run", "final:eval_loss", "final:eval_ppl", "wall_s", "params", "steps",
+                "status"])
+    for r in pre:
+      w.writerow([r["name"], r["final:eval_loss"], r["final:eval_ppl"], r["wall_s"],
+                  r["params"] or "", r["steps"], r["status"]])
+  return [path, runs_path, pre_path]
 
 
 # ----------------------------------------------------------------------------- report
@@ -206,7 +217,7 @@ def write_report(sweep: sweep_lib.Sweep, out: str, experiment: str = "",
   runs = [collect_run(sweep, out, s) for s in sweep_lib.expand(sweep)]
   pre = [collect_run(sweep, out, s) for s in sweep_lib.expand_prerequisites(sweep)]
   groups = aggregate(sweep, runs)
-  paths = write_csvs(sweep, groups, out) + write_plots(sweep, runs, groups, out, pre)
+  paths = write_csvs(sweep, groups, out, pre) + write_plots(sweep, runs, groups, out, pre)
   md = _markdown(sweep, groups, runs, out, experiment, sessions_path, paths, pre)
   md_path = os.path.join(out, "results.md")
   with open(md_path, "w") as f:
