@@ -24,13 +24,13 @@ def test_table_rows_come_from_result_files(tmp_path):
             "metrics": [{"step": 5, "eval_ppl": 200.0, "eval_tokens": 10},
                         {"step": 9, "eval_ppl": 151.25, "eval_tokens": 73760}]}
   (tmp_path / "ptb_x.json").write_text(json.dumps(result))
-  t = _table_module().table(str(tmp_path))
+  t = _table_module().table(str(tmp_path), sst2_dir=str(tmp_path / "none"))
   line = t.splitlines()[-1]
   assert "| ptb_x | Paper 2011: 141.2 | 151.2 (73,760 tokens, step 9) |" in line
   assert "12 s (exit 0)" in line and "CPU-Z, 2 cores, load 3.5" in line
   result["metrics"] = []
   (tmp_path / "ptb_x.json").write_text(json.dumps(result))
-  assert "no evaluation" in _table_module().table(str(tmp_path))
+  assert "no evaluation" in _table_module().table(str(tmp_path), str(tmp_path / "none"))
 
 
 def test_a_follow_up_eval_gives_the_number(tmp_path):
@@ -43,8 +43,21 @@ def test_a_follow_up_eval_gives_the_number(tmp_path):
             "eval": {"bleu": 21.26, "chrf": 50.04, "generated": 1000, "split": "validation",
                      "step": 300}}
   (tmp_path / "m30k.json").write_text(json.dumps(result))
-  line = _table_module().table(str(tmp_path)).splitlines()[-1]
+  line = _table_module().table(str(tmp_path), str(tmp_path / "none")).splitlines()[-1]
   assert "| P: 35.0 | 21.3 (1,000 sentences, step 300; chrF 50.0) |" in line
   result["eval"] = None
   (tmp_path / "m30k.json").write_text(json.dumps(result))
-  assert "no evaluation" in _table_module().table(str(tmp_path))
+  assert "no evaluation" in _table_module().table(str(tmp_path), str(tmp_path / "none"))
+
+
+def test_sst2_row_comes_from_the_sweep_files(tmp_path):
+  (tmp_path / "runs.csv").write_text(
+      "run,variant,seed,final:eval_accuracy,wall_s,status\n"
+      "a,pretrained,0,0.84,100,done\na,pretrained,1,0.82,120,done\n"
+      "b,scratch,0,0.80,90,done\nc,bow,0,0.81,30,done\nd,bow,1,0.99,30,failed\n")
+  (tmp_path / "prerequisites.csv").write_text("run,wall_s,status\npretrain,600,done\n")
+  row = _table_module().sst2_row(str(tmp_path))
+  assert "pretrained 0.830 (2 seeds); scratch 0.800 (1 seeds); bow 0.810 (1 seeds)" in row
+  assert "| 710 s (pretraining + one fine-tuning run) |" in row
+  (tmp_path / "prerequisites.csv").unlink()  # Without the pretraining's file: no row.
+  assert _table_module().sst2_row(str(tmp_path)) is None

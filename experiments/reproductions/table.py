@@ -7,9 +7,11 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import glob
 import json
 import os
+import statistics
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BEGIN, END = "<!-- table:begin -->", "<!-- table:end -->"
@@ -35,14 +37,49 @@ def row(r: dict) -> str:
           f"{r['wall_s']:.0f} s (exit {r['returncode']}) | {machine} | {ref['note']} |")
 
 
-def table(results_dir: str = os.path.join(HERE, "results")) -> str:
+SST2 = os.path.join(os.path.dirname(HERE), "pretrain_finetune", "results")
+SST2_COMMAND = "python -m jaxlm.lab.sweep experiments/pretrain_finetune"
+
+
+def sst2_row(results_dir: str = SST2) -> str | None:
+  """SST-2 from the pretrain -> fine-tune sweep's files: the mean final dev accuracy of each
+  variant over its seeds; wall time = the pretraining run + one fine-tuning run (mean)."""
+  runs_path = os.path.join(results_dir, "runs.csv")
+  pre_path = os.path.join(results_dir, "prerequisites.csv")
+  if not (os.path.exists(runs_path) and os.path.exists(pre_path)):
+    return None
+  with open(runs_path) as f:
+    runs = [r for r in csv.DictReader(f) if r["status"] == "done"]
+  with open(pre_path) as f:
+    pre = {r["run"]: r for r in csv.DictReader(f)}
+  by = {}
+  for r in runs:
+    by.setdefault(r["variant"], []).append(r)
+  if "pretrained" not in by or "pretrain" not in pre:
+    return None
+
+  def acc(v: str) -> str:
+    xs = [float(r["final:eval_accuracy"]) for r in by.get(v, [])]
+    return f"{v} {statistics.mean(xs):.3f} ({len(xs)} seeds)" if xs else f"{v}: none"
+
+  wall = float(pre["pretrain"]["wall_s"]) + statistics.mean(
+      float(r["wall_s"]) for r in by["pretrained"])
+  ours = "; ".join(acc(v) for v in ("pretrained", "scratch", "bow") if v in by)
+  return (f"| sst2_pretrain_finetune | SST-2 dev accuracy, bag-of-words linear models "
+          f"(../shared/data/README.md): 0.80-0.82; the goal: 0.83 | {ours} | `{SST2_COMMAND}` "
+          f"| {wall:.0f} s (pretraining + one fine-tuning run) | see "
+          f"experiments/pretrain_finetune | dev accuracy at the last step, 872 sentences |")
+
+
+def table(results_dir: str = os.path.join(HERE, "results"), sst2_dir: str = SST2) -> str:
   head = ("| task | reference | jaxlm | command | wall time | machine | note |\n"
           "|---|---|---|---|---|---|---|")
   rows = []
   for path in sorted(glob.glob(os.path.join(results_dir, "*.json"))):
     with open(path) as f:
       rows.append(row(json.load(f)))
-  return "\n".join([head, *rows])
+  sst2 = sst2_row(sst2_dir)
+  return "\n".join([head, *rows, *([sst2] if sst2 else [])])
 
 
 def main() -> None:
