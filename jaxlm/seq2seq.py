@@ -88,15 +88,12 @@ def translate(run, params, sources: list[str]) -> list[str]:
   c = run.config
   window = c.data.seq_len
   prompts = [prompt_ids(run.tokenizer, s, window + 1) for s in sources]
-  cached = c.model.family == "gpt" and c.model.causal
-  decode = cached_greedy_decode if cached else _uncached
-  ids = decode(run.model, params, run.tokenizer, prompts, c.finetune.max_decode_len, window,
-               c.data.batch_size, run.mesh, run.rules)
+  args = (prompts, c.finetune.max_decode_len, window, c.data.batch_size, run.mesh, run.rules)
+  if c.model.family == "gpt" and c.model.causal:
+    ids = cached_greedy_decode(run.model, params, run.tokenizer, *args)
+  else:
+    ids = greedy_decode(run.model, params, *args)
   return [run.tokenizer.decode(x) for x in ids]
-
-
-def _uncached(model, params, tokenizer, *args) -> list[list[int]]:
-  return greedy_decode(model, params, *args)
 
 
 class _null:

@@ -17,12 +17,15 @@ import os
 import statistics
 import sys
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, REPO)
+sys.path[:0] = [REPO, os.path.join(REPO, "configs")]
+
+import ptb  # noqa: E402  (configs/ptb.py)
 
 from jaxlm import flops, models  # noqa: E402
 
@@ -32,19 +35,11 @@ VOCAB = 10_000  # PTB's word vocabulary (configs/ptb.py builds it from the train
 VARIANTS = ("lstm_small", "lstm_medium", "lstm_large")
 
 
-def _config(variant: str):
-  sys.path.insert(0, os.path.join(REPO, "configs"))
-  import ptb  # configs/ptb.py
-  return ptb.get_config(variant)
-
-
 def estimate(variant: str, cpu_tokens_per_s: float | None, small_flops: float | None) -> dict:
-  c = _config(variant)
+  c = ptb.get_config(variant)
   model = models.build_model(c.model, VOCAB, c.data.seq_len)
   ids = jnp.zeros((1, c.data.seq_len), jnp.int32)
-  params = jax.eval_shape(model.init, jax.random.key(0), ids)["params"]
-  import flax.linen as nn
-  params = nn.unbox(params)
+  params = nn.unbox(jax.eval_shape(model.init, jax.random.key(0), ids)["params"])
   per_token = flops.flops_per_token(params, c, VOCAB)
   tokens = c.num_train_steps * c.data.batch_size * c.data.seq_len
   total = per_token * tokens
