@@ -9,10 +9,11 @@ takes the lowest free row and a step computes only the rows up to the highest oc
 one (rounded up to 1, 4, 16, ... rows: a few compiled programs), so a lightly loaded
 server does not pay for its empty rows.
 
-Rows share the cache's write index (as in `Generator`): a prompt is written just
-below the index, older entries of the row get segment 0 (never attended to), and
-when the index reaches the end the whole cache shifts left (relative slot order,
-all the attention mask uses, is unchanged). Sampling uses each request's own key,
+Each row has its own write index (the cache's `index` is a vector, see
+`Attention._update_cache`): a prefilled prompt of n tokens fills the row's slots
+[0, n), the rest of the row gets segment 0 (never attended to), and each decode step
+writes every row at its own slot, so the cache holds one context per row
+(`max_context` slots) and never shifts. Sampling uses each request's own key,
 `fold_in(key(seed), step)`, as `Generator.generate_ids` does for one prompt, so a
 request gets the tokens it would get alone.
 
@@ -71,9 +72,8 @@ class Engine:
     # Rows: a multiple of the mesh's data-parallel size (`Generator._batch_size`).
     self.gen, self.slots, self.max_queue = gen, gen._batch_size(int(slots)), int(max_queue)
     self.tok = gen.tokenizer
-    # The shared index never drops below this (room to insert any prompt below it).
-    self.prompt_room = bucket(gen.max_context, 2 * MAX_CHUNK)
-    self.cache_len = 2 * self.prompt_room
+    # One context per row: every prompt (bucketed) and its tokens fit (`submit` checks).
+    self.cache_len = bucket(gen.max_context, MIN_PROMPT_BUCKET)
     self.waiting: collections.deque[Request] = collections.deque()
     self.active: list[Request | None] = [None] * self.slots
     self.cv = threading.Condition()
@@ -82,10 +82,8 @@ class Engine:
     self.rows_computed = collections.Counter()  # Decode calls by rows computed (tests, logs).
     self._insert = jax.jit(self._insert_fn, donate_argnums=(0,))
     self._step = jax.jit(self._chunk_fn, static_argnames=("k", "rows"), donate_argnums=(1,))
-    self._shift = jax.jit(self._shift_fn, static_argnames=("d",), donate_argnums=(0,))
     self.thread = threading.Thread(target=self._loop, name="jaxlm-engine", daemon=True)
     self._state = None
-    self._index = self.prompt_room  # The cache's shared write index, mirrored on the host.
     self.warmup = warmup  # Compile every chunk size before serving (servers; not tests).
 
   # ------------------------------------------------------------------ public
@@ -123,21 +121,23 @@ class Engine:
     dec = self.gen._decoder(self.cache_len)
     ids = jnp.zeros((self.slots, 1), jnp.int32)
     shapes = jax.eval_shape(dec.init, jax.random.key(0), ids, ids, ids)["cache"]
-    cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    cache = _set_index(cache, self.prompt_room)
+    cache = jax.tree_util.tree_map_with_path(  # The index: one per row.
+        lambda p, s: jnp.zeros(s.shape + ((self.slots,) if p[-1].key == "index" else ()),
+                               s.dtype), shapes)
     v = self.gen.cfg.padded_vocab
     return {"cache": cache, "logits": jnp.zeros((self.slots, v), jnp.float32)}
 
-  def _insert_fn(self, state, one_cache, logits_1V, row):
-    """Writes a prefilled [1, L] cache into `row` just below the shared index."""
+  def _insert_fn(self, state, one_cache, logits_1V, row, n):
+    """Writes a prefilled [1, L] cache (an n-token prompt, left-padded) into `row`'s slots
+    [0, L) with the prompt first, and sets the row's index to n."""
     def put(path, big, small):
       name = path[-1].key
       if name == "index":
-        return big
-      i = _index_of(state["cache"])
+        return big.at[..., row].set(n)
+      small = jnp.roll(small, n - small.shape[1], axis=1)  # Prompt first, padding after.
       if name == "segment":
         big = big.at[row].set(0)
-      start = (row, i - small.shape[1]) + (0,) * (big.ndim - 2)
+      start = (row, 0) + (0,) * (big.ndim - 2)
       return jax.lax.dynamic_update_slice(big, small.astype(big.dtype), start)
     cache = jax.tree_util.tree_map_with_path(put, state["cache"], one_cache)
     return {"cache": cache, "logits": state["logits"].at[row].set(logits_1V[0])}
@@ -187,17 +187,6 @@ class Engine:
       b *= 4
     return min(self.slots, self.gen._batch_size(b))
 
-  def _shift_fn(self, cache, *, d: int):
-    """Moves every row `d` slots left (dropping the oldest); the index drops by d."""
-    def shift(path, x):
-      if path[-1].key == "index":
-        return x - d
-      x = jnp.roll(x, -d, axis=1)
-      if path[-1].key == "segment":
-        x = x.at[:, x.shape[1] - d:].set(0)
-      return x
-    return jax.tree_util.tree_map_with_path(shift, cache)
-
   # ------------------------------------------------------------------ engine thread
 
   def _admit(self, req: Request, row: int) -> None:
@@ -211,7 +200,8 @@ class Engine:
     with g._context():
       one, logits = g._prefill(g.params, g._put(ids), g._put(seg), g._put(pos), cache_len=length)
       first = jax.tree.map(lambda x: x[:1] if x.ndim else x, one["cache"])
-      self._state = self._insert(self._state, first, logits[:1], row)
+      self._state = self._insert(self._state, first, logits[:1], np.int32(row),
+                                 np.int32(len(p)))
     req.pos, req.step = len(p), 0
     self.active[row] = req
 
@@ -241,7 +231,7 @@ class Engine:
             self._state, *_ = self._step(self.gen.params, self._state, z, z.astype(bool), z,
                                          z.astype(np.uint32), z.astype(np.float32), z,
                                          np.ones(rows, np.float32), k=k, rows=rows)
-        self._state, self._index = self._init_state(), self.prompt_room
+        self._state = self._init_state()
     except Exception as e:  # noqa: BLE001
       self._fail_all(f"engine start failed: {type(e).__name__}: {e}")
       return
@@ -271,7 +261,7 @@ class Engine:
         for row, r in enumerate(self.active):
           if r is not None:
             self._finish(row, error=f"{type(e).__name__}: {e}")
-        self._state, self._index = self._init_state(), self.prompt_room
+        self._state = self._init_state()
     self._fail_all("the server is shutting down")
 
   def _decode_once(self, time) -> None:
@@ -283,11 +273,7 @@ class Engine:
       return
     remaining = min(r.max_new_tokens - r.step for r, a in zip(self.active, act, strict=True)
                     if a)
-    k = min(MAX_CHUNK, 1 << (max(remaining, 1).bit_length() - 1))
-    if self._index + k > self.cache_len:  # index > C - 16: every live entry is >= d.
-      d = self.cache_len - self.prompt_room - MAX_CHUNK  # One fixed shift: one program.
-      self._state["cache"] = self._shift(self._state["cache"], d=d)
-      self._index -= d
+    k = min(MAX_CHUNK, 1 << (max(remaining, 1).bit_length() - 1))  # No row runs past its end.
     rows = self._row_bucket(max(i for i, a in enumerate(act) if a) + 1)
     act, live = act[:rows], self.active[:rows]
     col = lambda f, dt: np.array([f(r) if a else 0 for r, a in zip(live, act, strict=True)], dt)
@@ -300,7 +286,6 @@ class Engine:
           k=k, rows=rows)
     self.steps += k
     self.rows_computed[rows] += 1
-    self._index += k
     tok, lp, top_id, top_lp = map(np.asarray, (tok, lp, top_id, top_lp))
     now = time.time()
     for row in range(rows):
@@ -331,14 +316,3 @@ class Engine:
       r.events.put(None)
       r.done.set()
 
-
-def _index_of(cache) -> jax.Array:
-  for path, leaf in jax.tree_util.tree_leaves_with_path(cache):
-    if path[-1].key == "index":
-      return leaf
-  raise ValueError("The model's cache has no index (is it a Transformer decoder?).")
-
-
-def _set_index(cache, value: int):
-  return jax.tree_util.tree_map_with_path(
-      lambda p, x: jnp.full_like(x, value) if p[-1].key == "index" else x, cache)

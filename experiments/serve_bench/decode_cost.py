@@ -1,8 +1,9 @@
 """What one batched decode step costs on this machine, by rows and cache length.
 
-  python experiments/serve_bench/decode_cost.py      # writes decode_cost.json, decode_cost.md
+  python experiments/serve_bench/decode_cost.py [--model=tiny|medium]
+  # writes decode_cost.json/.md (tiny) or decode_cost_medium.json/.md
 
-The serving benchmark's model (a randomly initialised 2-layer, 128-wide byte-level GPT, RoPE,
+A serving benchmark model (run.py's MODELS: randomly initialised byte-level GPTs, RoPE,
 context 128) decodes one token for S rows over a KV cache of C slots: the decoder call the
 continuous-batching engine runs each step (`Generator._decoder(C)`, cache donated, as the
 engine does). Reported: milliseconds per step and per generated token (step / S). Batching
@@ -51,14 +52,15 @@ def step_ms(gen, rows: int, cache_len: int, repeats: int) -> float:
 
 def main() -> int:
   p = argparse.ArgumentParser()
+  p.add_argument("--model", default="tiny", choices=("tiny", "medium"))
   p.add_argument("--rows", default="1,4,16")
-  p.add_argument("--cache_lens", default="64,256")
+  p.add_argument("--cache_lens", default="64,128,256")
   p.add_argument("--repeats", type=int, default=30)
   p.add_argument("--out", default=HERE)
   a = p.parse_args()
   import jax
   from run import random_generator  # The serving benchmark's model (run.py, this folder).
-  gen = random_generator()
+  gen = random_generator(a.model)
   load_before = os.getloadavg()
   rows_ = [int(x) for x in a.rows.split(",")]
   lens = [int(x) for x in a.cache_lens.split(",")]
@@ -71,14 +73,16 @@ def main() -> int:
   out = {"results": results, "load_before": load_before, "load_after": os.getloadavg(),
          "cpus": os.cpu_count(), "machine": platform.processor() or platform.machine(),
          "jax": jax.__version__, "date": time.strftime("%Y-%m-%d")}
-  with open(os.path.join(a.out, "decode_cost.json"), "w") as f:
+  name = "decode_cost" + ("" if a.model == "tiny" else f"_{a.model}")
+  out["model"] = a.model
+  with open(os.path.join(a.out, f"{name}.json"), "w") as f:
     json.dump(out, f, indent=1)
   lines = ["| rows | cache slots | ms per step | ms per token |", "|---|---|---|---|"]
   lines += [f"| {r['rows']} | {r['cache_len']} | {r['ms_per_step']:.3f} | "
             f"{r['ms_per_token']:.3f} |" for r in results]
   lines.append(f"\nLoad average before {load_before}, after {out['load_after']}; "
                f"{out['cpus']} CPUs.")
-  with open(os.path.join(a.out, "decode_cost.md"), "w") as f:
+  with open(os.path.join(a.out, f"{name}.md"), "w") as f:
     f.write("\n".join(lines) + "\n")
   return 0
 

@@ -1,16 +1,21 @@
 """Load benchmark: N concurrent clients against `jaxlm.serve` on 127.0.0.1, continuous
 batching vs one-at-a-time serving, in the same run.
 
-  python experiments/serve_bench/run.py [--clients=1,4,16,64] [--requests_per_client=2]
-      [--max_tokens=32] [--slots=16] [--time_budget_s=120] [--workdir=W]
+  python experiments/serve_bench/run.py [--model=medium|tiny] [--clients=1,4,16,64]
+      [--requests_per_client=2] [--max_tokens=32] [--slots=16] [--time_budget_s=120]
+      [--workdir=W]
 
 Each level starts a fresh server process per mode (`--slots=S` and `--slots=0`, the old
 serial server), warms it up, then N client threads each send `requests_per_client`
 streaming `POST /v1/completions` requests back to back (stopping early at the time
 budget). Reported per level and mode: generated tokens/s over the wall time, p50/p99
 request latency, p50/p99 time to first token. Without `--workdir` the server holds a
-randomly initialised 2-layer byte-level GPT (the decode path is what is measured).
-Writes results.json (with the host's load average) and results.md next to this file.
+randomly initialised byte-level GPT of `--model`'s size (the decode path is what is
+measured): `medium`, 6 layers x 512 (19M parameters: a decode step reads every weight, as
+serving a real model does), or `tiny`, 2 layers x 128 (0.4M parameters, in the CPU's cache:
+a step's cost is each row's KV cache, which batching does not share). Writes
+results_<model>.json (with the host's load average) and results_<model>.md next to this file
+(results_workdir.* with `--workdir`).
 """
 
 from __future__ import annotations
@@ -28,8 +33,14 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(os.path.dirname(HERE))
 
 
-def random_generator():
-  """The benchmark's model: a random 2-layer, 128-wide byte-level GPT (RoPE, context 128)."""
+MODELS = {  # Random byte-level GPTs (RoPE, context 128).
+    "tiny": {"num_layers": 2, "num_heads": 4, "emb_dim": 128, "mlp_dim": 512},
+    "medium": {"num_layers": 6, "num_heads": 8, "emb_dim": 512, "mlp_dim": 2048},
+}
+
+
+def random_generator(model: str = "tiny"):
+  """The benchmark's model: a random byte-level GPT of size `model` (see MODELS)."""
   import flax.linen as nn
   import jax
   import jax.numpy as jnp
@@ -39,31 +50,32 @@ def random_generator():
   from jaxlm.layers.transformer import TransformerConfig
   from jaxlm.models import TransformerLM
   tok = ByteTokenizer()
-  cfg = TransformerConfig(vocab_size=tok.vocab_size, num_layers=2, num_heads=4, emb_dim=128,
-                          mlp_dim=512, max_len=128, position="rope")
-  model = TransformerLM(cfg)
-  params = nn.meta.unbox(model.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
-  return Generator(model, params, tok, max_context=128)
+  cfg = TransformerConfig(vocab_size=tok.vocab_size, max_len=128, position="rope",
+                          **MODELS[model])
+  net = TransformerLM(cfg)
+  params = nn.meta.unbox(net.init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))["params"])
+  return Generator(net, params, tok, max_context=128)
 
 
-def serve_random(slots: int, max_queue: int) -> None:
-  """Server process: a random tiny GPT behind jaxlm.serve (prints its port)."""
+def serve_random(slots: int, max_queue: int, model: str) -> None:
+  """Server process: a random GPT of size `model` behind jaxlm.serve (prints its port)."""
   from jaxlm.serve import Service, make_server
-  srv = make_server(Service(random_generator(), max_new_tokens=128, slots=slots,
+  srv = make_server(Service(random_generator(model), max_new_tokens=128, slots=slots,
                             max_queue=max_queue, warmup=True),
                     "127.0.0.1", 0)
   print(f"serving on http://127.0.0.1:{srv.server_port}", flush=True)
   srv.serve_forever()
 
 
-def start_server(slots: int, max_queue: int, workdir: str | None):
+def start_server(slots: int, max_queue: int, workdir: str | None, model: str):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1",
              PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
   if workdir:
     cmd = [sys.executable, "-m", "jaxlm.serve", f"--workdir={workdir}", "--port=0",
            f"--slots={slots}", f"--max_queue={max_queue}", "--warmup"]
   else:
-    cmd = [sys.executable, __file__, f"--serve_slots={slots}", f"--max_queue={max_queue}"]
+    cmd = [sys.executable, __file__, f"--serve_slots={slots}", f"--max_queue={max_queue}",
+           f"--model={model}"]
   proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True)
   line = proc.stdout.readline()
   if "serving" not in line:
@@ -147,6 +159,7 @@ def table(out: dict) -> str:
 
 def main() -> int:
   p = argparse.ArgumentParser()
+  p.add_argument("--model", default="medium", choices=sorted(MODELS))
   p.add_argument("--clients", default="1,4,16,64")
   p.add_argument("--requests_per_client", type=int, default=2)
   p.add_argument("--max_tokens", type=int, default=32)
@@ -158,13 +171,13 @@ def main() -> int:
   p.add_argument("--out", default=HERE)
   a = p.parse_args()
   if a.serve_slots is not None:
-    serve_random(a.serve_slots, a.max_queue)
+    serve_random(a.serve_slots, a.max_queue, a.model)
     return 0
   levels = [int(x) for x in a.clients.split(",")]
   out = {"config": vars(a), "loadavg_before": os.getloadavg(), "cpus": os.cpu_count(),
          "batched": [], "serial": []}
   for mode, slots in (("batched", a.slots), ("serial", 0)):
-    proc, port = start_server(slots, a.max_queue, a.workdir)
+    proc, port = start_server(slots, a.max_queue, a.workdir, a.model)
     try:
       for n in levels:
         run_level(port, min(n, 4), 1, a.max_tokens, a.time_budget_s)  # Warm-up: compile.
@@ -176,10 +189,11 @@ def main() -> int:
       proc.kill()
       proc.wait()
   out["loadavg_after"] = os.getloadavg()
-  with open(os.path.join(a.out, "results.json"), "w") as f:
+  name = "results_" + ("workdir" if a.workdir else a.model)
+  with open(os.path.join(a.out, f"{name}.json"), "w") as f:
     json.dump(out, f, indent=1)
   md = table(out)
-  with open(os.path.join(a.out, "results.md"), "w") as f:
+  with open(os.path.join(a.out, f"{name}.md"), "w") as f:
     f.write(md + f"\n\nLoad average (1, 5, 15 min) before: {out['loadavg_before']}, after: "
             f"{out['loadavg_after']}; {out['cpus']} CPUs.\n")
   print(md)

@@ -139,7 +139,10 @@ class Attention(nn.Module):
     """Writes this call's keys at the cache index; returns the whole cache.
 
     Rows share one index (prompts are left-padded: padding has segment 0 and is
-    never attended to), so each row may have its own positions.
+    never attended to), so each row may have its own positions. A cache whose index
+    is a vector [B] (set by its owner; `init` makes a scalar) has one write index per
+    row: a one-token call writes each row at its own slot (continuous batching,
+    `jaxlm/batching.py`); writes past the end are dropped.
     """
     b, length, k_heads, e = k_BLKE.shape
     s = self.cache_len
@@ -151,6 +154,19 @@ class Attention(nn.Module):
     cpos = self.variable("cache", "position", jnp.zeros, (b, s), jnp.int32)
     idx = self.variable("cache", "index", lambda: jnp.zeros((), jnp.int32))
     i = idx.value
+    if i.ndim == 1:  # One write index per row.
+      if length != 1:
+        raise ValueError(f"A cache with one index per row takes one token per call, not "
+                         f"{length}.")
+      rows = jnp.arange(b)
+      ck.value = ck.value.at[rows, i].set(k_BLKE[:, 0], mode="drop")
+      cv.value = cv.value.at[rows, i].set(v_BLKE[:, 0], mode="drop")
+      cseg.value = cseg.value.at[rows, i].set(seg_BL[:, 0].astype(jnp.int32), mode="drop")
+      cpos.value = cpos.value.at[rows, i].set(positions_BL[:, 0].astype(jnp.int32),
+                                              mode="drop")
+      idx.value = i + 1
+      return (ck.value, cv.value, cseg.value, cpos.value,
+              jnp.broadcast_to(jnp.arange(s), (b, s)), i[:, None])
     ck.value = jax.lax.dynamic_update_slice(ck.value, k_BLKE, (0, i, 0, 0))
     cv.value = jax.lax.dynamic_update_slice(cv.value, v_BLKE, (0, i, 0, 0))
     cseg.value = jax.lax.dynamic_update_slice(cseg.value, seg_BL.astype(jnp.int32), (0, i))
