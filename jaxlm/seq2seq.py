@@ -11,6 +11,8 @@ each row's logits at its own last position): both give the same ids (tests/test_
 
 from __future__ import annotations
 
+import weakref
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -61,16 +63,24 @@ def greedy_decode(model, params, prompts: list[np.ndarray], max_new: int, window
   return outs
 
 
-def cached_greedy_decode(model, params, tokenizer, prompts: list[np.ndarray], max_new: int,
-                         window: int, batch_size: int, mesh=None,
-                         rules=()) -> list[list[int]]:
-  """`greedy_decode`'s ids through the KV-cache `Generator` (causal Transformers)."""
+def _generator(model, params, tokenizer, window: int, mesh=None, rules=()):
   from jaxlm.generate import Generator
 
   gen = Generator(model, params, tokenizer, mesh, rules)
   # Rows are cut below at their own window end, so a kept token never sits past the position
   # table; a longer prompt in the batch must not cap a shorter one's continuation.
   gen.max_context = 2 * window
+  return gen
+
+
+def cached_greedy_decode(model, params, tokenizer, prompts: list[np.ndarray], max_new: int,
+                         window: int, batch_size: int, mesh=None, rules=(),
+                         gen=None) -> list[list[int]]:
+  """`greedy_decode`'s ids through the KV-cache `Generator` (causal Transformers); `gen`: one
+  made by `_generator` earlier (its compiled programs are reused, its params replaced)."""
+  if gen is None:
+    gen = _generator(model, params, tokenizer, window, mesh, rules)
+  gen.params = params
   outs: list[list[int]] = []
   for lo in range(0, len(prompts), batch_size):
     chunk = [p[:window] for p in prompts[lo:lo + batch_size]]
@@ -83,6 +93,9 @@ def cached_greedy_decode(model, params, tokenizer, prompts: list[np.ndarray], ma
   return outs
 
 
+_GENERATORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def translate(run, params, sources: list[str]) -> list[str]:
   """Greedy translations of `sources` with a TaskRun's model and tokenizer."""
   c = run.config
@@ -90,7 +103,9 @@ def translate(run, params, sources: list[str]) -> list[str]:
   prompts = [prompt_ids(run.tokenizer, s, window + 1) for s in sources]
   args = (prompts, c.finetune.max_decode_len, window, c.data.batch_size, run.mesh, run.rules)
   if c.model.family == "gpt" and c.model.causal:
-    ids = cached_greedy_decode(run.model, params, run.tokenizer, *args)
+    if run not in _GENERATORS:  # One per run: each evaluation reuses its compiled programs.
+      _GENERATORS[run] = _generator(run.model, params, run.tokenizer, window, run.mesh, run.rules)
+    ids = cached_greedy_decode(run.model, params, run.tokenizer, *args, gen=_GENERATORS[run])
   else:
     ids = greedy_decode(run.model, params, *args)
   return [run.tokenizer.decode(x) for x in ids]

@@ -141,15 +141,21 @@ def run_cli(args: list[str], env: dict | None = None, devices: int = 1,
 
 
 def _spawns_processes(item) -> bool:
-  """The test (or a helper it names) starts a fresh interpreter: jax import + compile."""
+  """The test (or a fixture it uses) starts a fresh interpreter: jax import + compile."""
   import inspect
 
-  fn = getattr(item, "function", None)
-  try:
-    src = inspect.getsource(fn) if fn is not None else ""
-  except (OSError, TypeError):
-    return False
-  return any(s in src for s in ("run_cli(", "subprocess.", "multiprocess"))
+  fns = [getattr(item, "function", None)]
+  info = getattr(item, "_fixtureinfo", None)
+  for defs in (info.name2fixturedefs.values() if info is not None else ()):
+    fns += [d.func for d in defs if d.baseid]  # The project's fixtures, not pytest's own.
+  for fn in fns:
+    try:
+      src = inspect.getsource(fn) if fn is not None else ""
+    except (OSError, TypeError):
+      continue
+    if any(s in src for s in ("run_cli(", "subprocess.", "multiprocess")):
+      return True
+  return False
 
 
 def pytest_unconfigure(config):

@@ -29,10 +29,20 @@ def _last_by_step(rows, key):
   return out
 
 
-def test_cli_trains_writes_metrics_checkpoints_and_sample(tmp_path, text_file, data_dir):
-  wd = tmp_path / "run"
-  p = run_cli(_args(wd, text_file, data_dir))
+DROPOUT = ["--config.model.dropout=0.1"]  # Randomness must replay on resume too.
+
+
+@pytest.fixture(scope="module")
+def full_run(tmp_path_factory, text_file, data_dir):
+  """One uninterrupted 20-step CLI run, shared by the tests below: (workdir, stderr)."""
+  wd = tmp_path_factory.mktemp("cli") / "full"
+  p = run_cli(_args(wd, text_file, data_dir, *DROPOUT))
   assert p.returncode == 0, p.stderr[-3000:]
+  return wd, p.stderr
+
+
+def test_cli_trains_writes_metrics_checkpoints_and_sample(full_run):
+  wd, stderr = full_run
   rows = _rows(wd)
   keys = set().union(*rows)
   for k in ("step", "train_loss", "eval_loss", "eval_ppl", "eval_bpb", "tokens_per_sec", "mfu",
@@ -42,15 +52,13 @@ def test_cli_trains_writes_metrics_checkpoints_and_sample(tmp_path, text_file, d
   assert sorted(losses) == list(range(1, 21))
   assert sorted(os.listdir(wd / "checkpoints")) == ["10", "20"]
   assert os.listdir(wd / "tensorboard")
-  assert "Sample:" in p.stderr and "Parameters:" in p.stderr
+  assert "Sample:" in stderr and "Parameters:" in stderr
 
 
-def test_exact_resume_after_sigkill(tmp_path, text_file, data_dir):
+def test_exact_resume_after_sigkill(tmp_path, text_file, data_dir, full_run):
   """A run killed after its step-10 checkpoint and restarted equals an uninterrupted run."""
-  full, killed = tmp_path / "full", tmp_path / "killed"
-  extra = ["--config.model.dropout=0.1"]  # Randomness must replay too.
-  p = run_cli(_args(full, text_file, data_dir, *extra))
-  assert p.returncode == 0, p.stderr[-3000:]
+  full, killed = full_run[0], tmp_path / "killed"
+  extra = DROPOUT
   p = run_cli(_args(killed, text_file, data_dir, *extra),
               env={"JAXLM_FAULTS": "sigkill_after_checkpoint@10"})
   assert p.returncode == -signal.SIGKILL
@@ -66,12 +74,12 @@ def test_exact_resume_after_sigkill(tmp_path, text_file, data_dir):
 
 def test_nan_loss_stops_with_step_and_keeps_checkpoint(tmp_path, text_file, data_dir):
   wd = tmp_path / "nan"
-  p = run_cli(_args(wd, text_file, data_dir), env={"JAXLM_FAULTS": "nan_params@13"})
+  p = run_cli(_args(wd, text_file, data_dir, *DROPOUT), env={"JAXLM_FAULTS": "nan_params@13"})
   assert p.returncode == 1
   assert "at step 14" in p.stderr and "train_loss is nan" in p.stderr
   assert sorted(os.listdir(wd / "checkpoints")) == ["10"]
   # The last good checkpoint still resumes.
-  p = run_cli(_args(wd, text_file, data_dir))
+  p = run_cli(_args(wd, text_file, data_dir, *DROPOUT))
   assert p.returncode == 0 and "Resumed from step 10" in p.stderr
 
 

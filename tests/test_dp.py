@@ -98,15 +98,23 @@ def test_cached_one_step_rdp_times_steps_equals_composing_the_steps(poisson):
   assert got[3] != pytest.approx(composed(50), rel=1e-3)  # Control: steps matter.
 
 
-def test_dp_sgd_same_on_1_and_8_devices_and_logs_epsilon(tmp_path, text_file, data_dir):
+@pytest.fixture(scope="module")
+def one_device_run(tmp_path_factory, text_file, data_dir) -> str:
+  """The default DP-SGD test run on one device (shared by two tests: one compile, one run)."""
+  wd = str(tmp_path_factory.mktemp("dp") / "one")
+  train.train_and_evaluate(_dp_config(text_file, data_dir), wd, jax.devices()[:1])
+  return wd
+
+
+def test_dp_sgd_same_on_1_and_8_devices_and_logs_epsilon(tmp_path, text_file, data_dir,
+                                                         one_device_run):
   c = _dp_config(text_file, data_dir)
-  train.train_and_evaluate(c, str(tmp_path / "one"), jax.devices()[:1])
   train.train_and_evaluate(c, str(tmp_path / "eight"), jax.devices()[:8])
-  one, eight = (metric_by_step(tmp_path / w, "eval_loss") for w in ("one", "eight"))
+  one, eight = (metric_by_step(w, "eval_loss") for w in (one_device_run, tmp_path / "eight"))
   assert one.keys() == eight.keys() == {2, 4}
   for s in one:
     assert one[s] == pytest.approx(eight[s], rel=1e-5)
-  eps = metric_by_step(tmp_path / "one", "dp_epsilon")
+  eps = metric_by_step(one_device_run, "dp_epsilon")
   assert 0 < eps[1] < eps[2] < eps[4] < math.inf
   # Negative control: other noise, other result.
   c2 = _dp_config(text_file, data_dir, **{"optimizer.dp.noise_multiplier": 3.0})
@@ -115,7 +123,7 @@ def test_dp_sgd_same_on_1_and_8_devices_and_logs_epsilon(tmp_path, text_file, da
 
 
 def test_dp_sgd_resumes_exactly_and_accumulation_adds_noise_once(tmp_path, text_file,
-                                                                  data_dir):
+                                                                  data_dir, one_device_run):
   one = jax.devices()[:1]
   c = _dp_config(text_file, data_dir, **{"optimizer.grad_accum_steps": 2})
   train.train_and_evaluate(c, str(tmp_path / "full"), one)
@@ -126,8 +134,7 @@ def test_dp_sgd_resumes_exactly_and_accumulation_adds_noise_once(tmp_path, text_
   for key in ("train_loss", "eval_loss"):
     assert metric_by_step(tmp_path / "resumed", key) == metric_by_step(tmp_path / "full", key)
   # Two microbatches, noise once: the same as one batch (noise per microbatch would differ).
-  train.train_and_evaluate(_dp_config(text_file, data_dir), str(tmp_path / "accum1"), one)
-  a, b = (metric_by_step(tmp_path / w, "eval_loss") for w in ("full", "accum1"))
+  a, b = (metric_by_step(w, "eval_loss") for w in (tmp_path / "full", one_device_run))
   assert a[4] == pytest.approx(b[4], rel=1e-5)
 
 

@@ -412,3 +412,12 @@ def test_cached_translation_equals_the_cache_free_greedy_decode():
     assert [len(x) for x in ref] == [min(max_new, max(window - len(p), 0)) for p in prompts]
   # Negative control: a one-token-shorter window changes the reference.
   assert seq2seq.greedy_decode(model, params, prompts, 40, window - 1, batch_size=4) != got
+  # One generator reused across evaluations (as translate does) decodes with the params it is
+  # given, not those it was built with.
+  gen = seq2seq._generator(model, params, tok, window)
+  params2 = model.init(jax.random.key(4), jnp.zeros((1, window), jnp.int32))["params"]
+  first = seq2seq.cached_greedy_decode(model, params, tok, prompts, 6, window, 4, gen=gen)
+  second = seq2seq.cached_greedy_decode(model, params2, tok, prompts, 6, window, 4, gen=gen)
+  assert first == seq2seq.greedy_decode(model, params, prompts, 6, window, batch_size=4)
+  assert second == seq2seq.greedy_decode(model, params2, prompts, 6, window, batch_size=4)
+  assert second != first
