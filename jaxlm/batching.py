@@ -118,12 +118,9 @@ class Engine:
   # ------------------------------------------------------------------ device programs
 
   def _init_state(self):
-    dec = self.gen._decoder(self.cache_len)
-    ids = jnp.zeros((self.slots, 1), jnp.int32)
-    shapes = jax.eval_shape(dec.init, jax.random.key(0), ids, ids, ids)["cache"]
     cache = jax.tree_util.tree_map_with_path(  # The index: one per row.
-        lambda p, s: jnp.zeros(s.shape + ((self.slots,) if p[-1].key == "index" else ()),
-                               s.dtype), shapes)
+        lambda p, x: jnp.zeros(x.shape + (self.slots,), x.dtype) if p[-1].key == "index" else x,
+        self.gen.empty_cache(self.slots, self.cache_len))
     v = self.gen.cfg.padded_vocab
     return {"cache": cache, "logits": jnp.zeros((self.slots, v), jnp.float32)}
 

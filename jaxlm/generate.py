@@ -103,6 +103,12 @@ class Generator:
   def _decoder(self, cache_len: int) -> nn.Module:
     return self.model.clone(cfg=dataclasses.replace(self.cfg, decode=True, cache_len=cache_len))
 
+  def empty_cache(self, rows: int, cache_len: int):
+    """A zero KV cache of `rows` x `cache_len` slots (every segment 0: nothing attended)."""
+    ids = jnp.zeros((rows, 1), jnp.int32)
+    shapes = jax.eval_shape(self._decoder(cache_len).init, jax.random.key(0), ids, ids, ids)
+    return jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes["cache"])
+
   def _prefill_fn(self, params, ids_BL, seg_BL, pos_BL, *, cache_len: int):
     """The prompt in one pass -> (state, logits of each row's last prompt token)."""
     self.traces += 1
@@ -113,11 +119,9 @@ class Generator:
       buf = {"ids": jnp.pad(ids_BL, pad), "seg": jnp.pad(seg_BL, pad), "pos": jnp.pad(pos_BL, pad)}
       logits_BLV = self.model.apply({"params": params}, ids_BL, pos_BL, seg_BL)
       return {"buf": buf, "index": jnp.array(length, jnp.int32)}, logits_BLV[:, -1]
-    dec = self._decoder(cache_len)
-    shapes = jax.eval_shape(dec.init, jax.random.key(0), ids_BL, pos_BL, seg_BL)["cache"]
-    cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
-    logits_BLV, upd = dec.apply({"params": params, "cache": cache}, ids_BL, pos_BL, seg_BL,
-                                mutable=["cache"])
+    cache = self.empty_cache(b, cache_len)
+    logits_BLV, upd = self._decoder(cache_len).apply(
+        {"params": params, "cache": cache}, ids_BL, pos_BL, seg_BL, mutable=["cache"])
     return {"cache": upd["cache"]}, logits_BLV[:, -1]
 
   def _forward_one(self, params, state, tok_B, pos_B, cache_len: int):

@@ -51,11 +51,8 @@ def test_a_cache_with_one_index_per_row_writes_each_row_at_its_own_slot(gen):
   def prefilled(p):  # A batch-1 cache holding prompt p at slots [0, len(p)).
     ids = jnp.array([p], jnp.int32)
     pos = jnp.arange(len(p))[None]
-    one = jnp.zeros((1, 1), jnp.int32)
-    c = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),  # An empty cache.
-                     jax.eval_shape(dec.init, jax.random.key(0), one, one, one)["cache"])
-    _, upd = dec.apply({"params": gen.params, "cache": c}, ids, pos, jnp.ones_like(ids),
-                       mutable=["cache"])
+    _, upd = dec.apply({"params": gen.params, "cache": gen.empty_cache(1, 16)}, ids, pos,
+                       jnp.ones_like(ids), mutable=["cache"])
     return upd["cache"]
 
   alone = []

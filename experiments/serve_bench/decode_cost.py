@@ -29,8 +29,7 @@ def step_ms(gen, rows: int, cache_len: int, repeats: int) -> float:
 
   dec = gen._decoder(cache_len)
   ids = jnp.zeros((rows, 1), jnp.int32)
-  shapes = jax.eval_shape(dec.init, jax.random.key(0), ids, ids, ids)["cache"]
-  cache = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+  cache = gen.empty_cache(rows, cache_len)
   apply = jax.jit(lambda p, c, t: dec.apply({"params": gen._params(p), "cache": c}, t, t,
                                             jnp.ones_like(t), mutable=["cache"]),
                   donate_argnums=(1,))

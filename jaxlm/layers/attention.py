@@ -164,14 +164,13 @@ class Attention(nn.Module):
       cseg.value = cseg.value.at[rows, i].set(seg_BL[:, 0].astype(jnp.int32), mode="drop")
       cpos.value = cpos.value.at[rows, i].set(positions_BL[:, 0].astype(jnp.int32),
                                               mode="drop")
-      idx.value = i + 1
-      return (ck.value, cv.value, cseg.value, cpos.value,
-              jnp.broadcast_to(jnp.arange(s), (b, s)), i[:, None])
-    ck.value = jax.lax.dynamic_update_slice(ck.value, k_BLKE, (0, i, 0, 0))
-    cv.value = jax.lax.dynamic_update_slice(cv.value, v_BLKE, (0, i, 0, 0))
-    cseg.value = jax.lax.dynamic_update_slice(cseg.value, seg_BL.astype(jnp.int32), (0, i))
-    cpos.value = jax.lax.dynamic_update_slice(cpos.value, positions_BL.astype(jnp.int32), (0, i))
+    else:
+      ck.value = jax.lax.dynamic_update_slice(ck.value, k_BLKE, (0, i, 0, 0))
+      cv.value = jax.lax.dynamic_update_slice(cv.value, v_BLKE, (0, i, 0, 0))
+      cseg.value = jax.lax.dynamic_update_slice(cseg.value, seg_BL.astype(jnp.int32), (0, i))
+      cpos.value = jax.lax.dynamic_update_slice(cpos.value, positions_BL.astype(jnp.int32),
+                                                (0, i))
     idx.value = i + length
     k_slot_BS = jnp.broadcast_to(jnp.arange(s), (b, s))
-    q_slot_BL = jnp.broadcast_to(i + jnp.arange(length), (b, length))
+    q_slot_BL = jnp.broadcast_to(jnp.reshape(i, (-1, 1)) + jnp.arange(length), (b, length))
     return ck.value, cv.value, cseg.value, cpos.value, k_slot_BS, q_slot_BL
