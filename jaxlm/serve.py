@@ -11,7 +11,7 @@ completion_tokens, seconds}`. `POST /v1/completions` follows OpenAI's completion
 (see `jaxlm.openai_api`). By default requests are served one at a time. `--slots=N`
 decodes up to N requests together in one `batching.Engine` (continuous batching); each
 gets exactly what it would get alone with its seed. It is off by default because on CPU
-it is still slower than one at a time (experiments/serve_bench/results.md).
+it is still slower than one at a time (experiments/serve_bench/results_tiny.md).
 
 Robustness: a bounded queue (429 beyond it), a cap on open connections (503), idle
 connections time out, every error is a JSON object naming the problem, request lines are
