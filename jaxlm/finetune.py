@@ -63,7 +63,8 @@ class TaskRun(train.Run):
       return self.backbone
     self.pooling = f.pooling if f.pooling != "auto" else heads.default_pooling(
         self.config.model.family, bool(self.config.model.causal))
-    return heads.Classifier(self.backbone, len(self.class_names), self.pooling, f.head_dropout)
+    return heads.Classifier(self.backbone, len(self.class_names), self.pooling, f.head_dropout,
+                            f.token_dropout, f.head_layers, f.head_dim)
 
   def _objective(self) -> objectives.Objective:
     # Task rows are independent: no LSTM state across batches (Run: carry_state False).

@@ -291,6 +291,8 @@ def _overrides(c) -> dict:
 @pytest.mark.parametrize("name,arg", [("sst2_finetune", "pretrain,smoke"),
                                       ("sst2_finetune", "bert,smoke"),
                                       ("sst2_finetune", "bow,smoke"),
+                                      ("sst2_finetune", "lstm,smoke"),
+                                      ("sst2_finetune", "pretrain,lstm,smoke"),
                                       ("multi30k_translate", "test,smoke")])
 def test_recipe_variants_validate(name, arg):
   from test_config import REPO, load
@@ -421,3 +423,58 @@ def test_cached_translation_equals_the_cache_free_greedy_decode():
   assert first == seq2seq.greedy_decode(model, params, prompts, 6, window, batch_size=4)
   assert second == seq2seq.greedy_decode(model, params2, prompts, 6, window, batch_size=4)
   assert second != first
+
+
+def test_token_dropout_leaves_whole_tokens_out_of_the_mean_and_head_layers(labeled, data_dir):
+  """Bag of words with token dropout 0.5: every training-mode output is the inference output
+  of the row with some tokens removed (DAN's word dropout); with 0 it is the full row."""
+  base = {"model.num_layers": 0, "model.position": "none", "model.dropout": 0.0,
+          "finetune.pooling": "mean", "finetune.head_dropout": 0.0,
+          "finetune.head_layers": 2, "finetune.head_dim": 24}
+  ids = jnp.array([[7, 9, 0, 0]], jnp.int32)
+  subsets = jnp.array([[7, 9, 0, 0], [7, 0, 0, 0], [9, 0, 0, 0], [0, 0, 0, 0]], jnp.int32)
+  for p in (0.5, 0.0):
+    c = classify_config(labeled, data_dir, **{**base, "finetune.token_dropout": p})
+    run = finetune.TaskRun(c, None, devices=ONE, restore_backbone=False)
+    params = run.init_state().params
+    assert params["hidden_1"]["kernel"].shape == (24, 24)
+    allowed = run.model.apply({"params": params}, subsets)  # [4, C], deterministic.
+    seen = set()
+    for seed in range(12):
+      out = run.model.apply({"params": params}, ids, deterministic=False,
+                            rngs={"dropout": jax.random.key(seed)})
+      match = [i for i in range(4) if jnp.allclose(out[0], allowed[i], atol=1e-5)]
+      assert match, (p, out, allowed)
+      seen.add(match[0])
+    assert seen == {0} if p == 0 else len(seen) > 1, (p, seen)  # p > 0: tokens do drop.
+  with pytest.raises(ConfigError, match="token_dropout"):
+    finetune.TaskRun(classify_config(labeled, data_dir, **{"finetune.token_dropout": 0.3,
+                                                           "finetune.pooling": "last"}), None)
+
+
+def test_lstm_recipe_pretrains_then_fine_tunes_from_the_lm(labeled, data_dir, tmp_path):
+  """`:pretrain,lstm` then `:lstm` with init_from (the SST-2 recipe) on a tiny labeled file:
+  the classifier starts from the LM's LSTM and embeddings, and trains."""
+  from test_config import REPO, load
+
+  cfg = lambda arg: load(os.path.join(REPO, "configs", "sst2_finetune.py"), arg)
+  pre = cfg("pretrain,lstm,smoke")
+  pre.data.path, pre.data.data_dir = labeled[0], data_dir
+  pre.num_train_steps = pre.checkpoint_every_steps = pre.eval_every_steps = 4
+  pre_wd = str(tmp_path / "pre")
+  train.train_and_evaluate(pre, pre_wd, ONE)
+  ft = cfg("lstm,smoke")
+  ft.data.path, ft.data.eval_path, ft.data.data_dir = labeled[0], labeled[1], data_dir
+  ft.data.num_classes, ft.init_from = 3, pre_wd
+  ft.num_train_steps = ft.checkpoint_every_steps = ft.eval_every_steps = 4
+  run = finetune.TaskRun(ft, str(tmp_path / "ft"), ONE)
+  state = run.init_state()
+  saved = pretrained.restore_params(pretrained.resolve(pre_wd),
+                                    run.abstract_state.params["backbone"])
+  got = state.params["backbone"]
+  assert set(got) == {"embed", "lstm_0"}, set(got)
+  assert all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in
+             zip(jax.tree.leaves(got), jax.tree.leaves(saved), strict=True))
+  assert state.params["head"]["kernel"].shape == (256, 3)
+  out = finetune.train_task(ft, str(tmp_path / "ft"), ONE)
+  assert out["step"] == 4 and 0.0 <= out["best"]["value"] <= 1.0

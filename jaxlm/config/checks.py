@@ -136,6 +136,14 @@ def validate_finetune(c: ml_collections.ConfigDict) -> None:
       _fail(f"finetune.{field}", f"{f[field]!r} is not one of {allowed}.", "pick one.")
   if f.patience < 0:
     _fail("finetune.patience", f"is {f.patience}.", "use 0 (off) or more.")
+  if not 0 <= f.token_dropout < 1:
+    _fail("finetune.token_dropout", f"is {f.token_dropout}.", "use a probability in [0, 1).")
+  if f.token_dropout and f.pooling != "mean":
+    _fail("finetune.token_dropout", f"leaves tokens out of a mean, and finetune.pooling is "
+          f"{f.pooling!r}.", "set finetune.pooling='mean' or token_dropout=0.")
+  if f.head_layers < 0 or f.head_dim < 0:
+    _fail("finetune.head_layers", f"and head_dim are {f.head_layers}, {f.head_dim}.",
+          "use 0 or more.")
   if f.task == "lm":
     return
   if f.task == "classify" and f.pooling == "first" and c.model.causal and \
