@@ -53,11 +53,12 @@ def test_a_follow_up_eval_gives_the_number(tmp_path):
 def test_sst2_row_comes_from_the_sweep_files(tmp_path):
   (tmp_path / "runs.csv").write_text(
       "run,variant,seed,final:eval_accuracy,wall_s,status\n"
-      "a,pretrained,0,0.84,100,done\na,pretrained,1,0.82,120,done\n"
-      "b,scratch,0,0.80,90,done\nc,bow,0,0.81,30,done\nd,bow,1,0.99,30,failed\n")
-  (tmp_path / "prerequisites.csv").write_text("run,wall_s,status\npretrain,600,done\n")
+      "a,lstm_pretrained,0,0.84,100,done\na,lstm_pretrained,1,0.82,120,done\n"
+      "b,lstm_scratch,0,0.80,90,done\nc,bow,0,0.81,30,done\nd,bow,1,0.99,30,failed\n")
+  (tmp_path / "prerequisites.csv").write_text("run,wall_s,status\npretrain_lstm,600,done\n")
   row = _table_module().sst2_row(str(tmp_path))
-  assert "pretrained 0.830 (2 seeds); scratch 0.800 (1 seeds); bow 0.810 (1 seeds)" in row
+  assert ("lstm_pretrained 0.830 (2 seeds); lstm_scratch 0.800 (1 seeds); bow 0.810 (1 seeds)"
+          in row)
   assert "| 710 s (pretraining + one fine-tuning run) |" in row
   (tmp_path / "prerequisites.csv").unlink()  # Without the pretraining's file: no row.
   assert _table_module().sst2_row(str(tmp_path)) is None

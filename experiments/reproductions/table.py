@@ -39,6 +39,7 @@ def row(r: dict) -> str:
 
 SST2 = os.path.join(os.path.dirname(HERE), "pretrain_finetune", "results")
 SST2_COMMAND = "python -m jaxlm.lab.sweep experiments/pretrain_finetune"
+PRETRAIN, PRETRAINED = "pretrain_lstm", "lstm_pretrained"  # The sweep's LM and fine-tuned arm.
 
 
 def sst2_row(results_dir: str = SST2) -> str | None:
@@ -55,16 +56,16 @@ def sst2_row(results_dir: str = SST2) -> str | None:
   by = {}
   for r in runs:
     by.setdefault(r["variant"], []).append(r)
-  if "pretrained" not in by or "pretrain" not in pre:
+  if PRETRAINED not in by or PRETRAIN not in pre:
     return None
 
   def acc(v: str) -> str:
     xs = [float(r["final:eval_accuracy"]) for r in by.get(v, [])]
     return f"{v} {statistics.mean(xs):.3f} ({len(xs)} seeds)" if xs else f"{v}: none"
 
-  wall = float(pre["pretrain"]["wall_s"]) + statistics.mean(
-      float(r["wall_s"]) for r in by["pretrained"])
-  ours = "; ".join(acc(v) for v in ("pretrained", "scratch", "bow") if v in by)
+  wall = float(pre[PRETRAIN]["wall_s"]) + statistics.mean(
+      float(r["wall_s"]) for r in by[PRETRAINED])
+  ours = "; ".join(acc(v) for v in (PRETRAINED, "lstm_scratch", "bow") if v in by)
   return (f"| sst2_pretrain_finetune | SST-2 dev accuracy, bag-of-words linear models "
           f"(../shared/data/README.md): 0.80-0.82; the goal: 0.83 | {ours} | `{SST2_COMMAND}` "
           f"| {wall:.0f} s (pretraining + one fine-tuning run) | see "
