@@ -1,18 +1,20 @@
 """SST-2 sentiment: fine-tune a pretrained LM with a classification head (or pretrain it).
 
-  # 1. Pretrain (next-token LM on the SST-2 training sentences, labels unused):
-  python -m jaxlm.main --config=configs/sst2_finetune.py:pretrain --workdir=/tmp/sst2_pre
-  # 2. Fine-tune from it (its tokenizer is reused); drop init_from to train from scratch:
-  python -m jaxlm.main --config=configs/sst2_finetune.py --workdir=/tmp/sst2_ft \
+  # The recipe (experiments/pretrain_finetune): an LSTM LM on the SST-2 training sentences
+  # (labels unused), then the LSTM classifier from it; drop init_from to train from scratch:
+  python -m jaxlm.main --config=configs/sst2_finetune.py:pretrain,lstm --workdir=/tmp/sst2_pre
+  python -m jaxlm.main --config=configs/sst2_finetune.py:lstm --workdir=/tmp/sst2_ft \
       --config.init_from=/tmp/sst2_pre
-  # 3. Evaluate the best checkpoint on dev (accuracy, P/R/F1, confusion matrix):
-  python -m jaxlm.main --config=configs/sst2_finetune.py --workdir=/tmp/sst2_ft \
+  # Evaluate the best checkpoint on dev (accuracy, P/R/F1, confusion matrix):
+  python -m jaxlm.main --config=configs/sst2_finetune.py:lstm --workdir=/tmp/sst2_ft \
       --mode=eval --step=best
+  # Without `lstm`: the same two steps with a 2-layer GPT (64 wide).
 
 Data: GLUE SST-2 TSV (`sentence<TAB>label`, 0 = negative, 1 = positive) from
 ../shared/data/sst2; dev.tsv is the validation split. The same recipe reads the
 tfds version with --config.data.name=glue/sst2 --config.data.path='' (prepared
-offline). Variants (comma-separated): `pretrain`, `bow` (the bag-of-embeddings
+offline). Variants (comma-separated): `pretrain`, `lstm` (one LSTM layer of 256, mean of
+its outputs -> linear; with `pretrain`, the same LSTM as an LM), `bow` (the bag-of-embeddings
 baseline: no Transformer blocks, no positions, mean of the word embeddings -> linear;
 give it the pretraining run's vocabulary with --config.data.tokenizer_path=/tmp/sst2_pre),
 `bert` (bidirectional encoder, [CLS] pooling; needs the bert family), `smoke` (a minute
