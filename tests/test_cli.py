@@ -58,12 +58,11 @@ def test_cli_trains_writes_metrics_checkpoints_and_sample(full_run):
 def test_exact_resume_after_sigkill(tmp_path, text_file, data_dir, full_run):
   """A run killed after its step-10 checkpoint and restarted equals an uninterrupted run."""
   full, killed = full_run[0], tmp_path / "killed"
-  extra = DROPOUT
-  p = run_cli(_args(killed, text_file, data_dir, *extra),
+  p = run_cli(_args(killed, text_file, data_dir, *DROPOUT),
               env={"JAXLM_FAULTS": "sigkill_after_checkpoint@10"})
   assert p.returncode == -signal.SIGKILL
   assert max(_last_by_step(_rows(killed), "train_loss")) == 10
-  p = run_cli(_args(killed, text_file, data_dir, *extra))
+  p = run_cli(_args(killed, text_file, data_dir, *DROPOUT))
   assert p.returncode == 0, p.stderr[-3000:]
   assert "Resumed from step 10" in p.stderr
   a, b = _rows(full), _rows(killed)

@@ -196,7 +196,7 @@ def base_config() -> ml_collections.ConfigDict:
   f.head_dropout = 0.1  # classify: dropout on the pooled representation (and hidden layers).
   f.token_dropout = 0.0  # classify, mean pooling: P(a token is left out of the mean), training.
   f.head_layers = 0  # classify: hidden ReLU layers between the pooled vector and the logits.
-  f.head_dim = 0  # classify: their width; 0 = model.emb_dim.
+  f.head_dim = 0  # classify: their width; 0 = the pooled vector's (the backbone's output).
   f.freeze_backbone = False  # Train only the new head.
   f.head_lr = 0.0  # Peak LR of the head; 0 = optimizer.learning_rate.
   f.layer_lr_decay = 1.0  # LR of layer i = lr * decay^(depth above it); 1 = off.
