@@ -15,6 +15,19 @@ from jaxlm.layers.norms import make_norm
 from jaxlm.layers.transformer import ACT, TransformerConfig, TransformerStack, dataclass_from_config
 
 
+def mask_padded_vocab(logits_BLV: jax.Array, vocab_size: int) -> jax.Array:
+  """Logits of the padding columns (ids >= vocab_size) pushed to -1e9: never predicted.
+
+  Added as a constant (not `jnp.where`), so the backward pass is the identity: no select
+  over the [B, L, V] gradient (jaxlm#16; the padded columns' softmax is 0 either way).
+  """
+  padded = logits_BLV.shape[-1]
+  if padded == vocab_size:
+    return logits_BLV
+  return logits_BLV + jnp.where(jnp.arange(padded) < vocab_size, 0.0, -1e9).astype(
+      logits_BLV.dtype)
+
+
 class TransformerLM(nn.Module):
   """Token + position embeddings, a Transformer stack, a final norm, vocab logits.
 
@@ -57,9 +70,7 @@ class TransformerLM(nn.Module):
                             kernel_init=dense_init(("embed", "vocab")), name="lm_head")(x_BLD)
     logits_BLV = nn.with_logical_constraint(logits_BLV, ("act_batch", "act_seq", "act_vocab"))
     logits_BLV = logits_BLV.astype(jnp.float32)
-    if c.padded_vocab != c.vocab_size:  # Padding rows are never predicted.
-      logits_BLV = jnp.where(jnp.arange(c.padded_vocab) < c.vocab_size, logits_BLV, -1e9)
-    return logits_BLV
+    return mask_padded_vocab(logits_BLV, c.vocab_size)
 
 
 GPT = TransformerLM
@@ -143,8 +154,7 @@ class LSTMLM(nn.Module):
     logits_BLV = logits_BLV + jnp.asarray(bias_V, dt)
     logits_BLV = nn.with_logical_constraint(logits_BLV, ("act_batch", "act_seq", "act_vocab"))
     logits_BLV = logits_BLV.astype(jnp.float32)
-    if c.padded_vocab != c.vocab_size:
-      logits_BLV = jnp.where(jnp.arange(c.padded_vocab) < c.vocab_size, logits_BLV, -1e9)
+    logits_BLV = mask_padded_vocab(logits_BLV, c.vocab_size)
     if carry is None:
       return logits_BLV
     return logits_BLV, {"c": jnp.stack(new_c), "h": jnp.stack(new_h)}

@@ -40,12 +40,22 @@ def split_window(batch: dict) -> dict:
   }
 
 
+def first_argmax(logits_BLV: jax.Array) -> jax.Array:
+  """`jnp.argmax(logits, -1)` (the first index of the maximum) as a max, then a min over the
+  indices holding it: on XLA's CPU backend about 2x faster over a [B, L, V] tensor than
+  argmax's pair reduction (jaxlm#16); equal to it, tests/test_metrics.py."""
+  ids_V = jnp.arange(logits_BLV.shape[-1], dtype=jnp.int32)
+  max_BL1 = jnp.max(logits_BLV, axis=-1, keepdims=True)
+  return jnp.min(jnp.where(logits_BLV == max_BL1, ids_V, logits_BLV.shape[-1]), axis=-1)
+
+
 def cross_entropy_sums(logits_BLV: jax.Array, targets_BL: jax.Array,
                        weights_BL: jax.Array) -> dict[str, jax.Array]:
   """Summed token cross-entropy (nats), weight and number of correct argmax predictions."""
-  nll_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV.astype(jnp.float32),
-                                                           targets_BL)
-  correct_BL = (jnp.argmax(logits_BLV, -1) == targets_BL).astype(jnp.float32)
+  logits_BLV = logits_BLV.astype(jnp.float32)
+  nll_BL = optax.softmax_cross_entropy_with_integer_labels(logits_BLV, targets_BL)
+  correct_BL = (first_argmax(jax.lax.stop_gradient(logits_BLV)) == targets_BL).astype(
+      jnp.float32)
   return {
       "loss_sum": jnp.sum(nll_BL * weights_BL),
       "weight_sum": jnp.sum(weights_BL),

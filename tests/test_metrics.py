@@ -200,3 +200,81 @@ def test_masked_accuracy():
   assert metrics.masked_accuracy(preds, targets) == (4.0, 6.0)
   with pytest.raises(ValueError):
     metrics.masked_accuracy(np.zeros((2, 2)), targets)
+
+
+# -------------------------------------- the LM loss's fast forms (jaxlm#16) equal the plain ones
+
+
+def _logits_with_ties(seed: int = 0):
+  rng = np.random.default_rng(seed)
+  logits = rng.normal(size=(3, 7, 50)).astype(np.float32)
+  logits[0, 0, [4, 9, 30]] = 9.0  # Three-way tie at the max: argmax is the first, 4.
+  logits[1, 2, :] = 0.0  # A flat row: argmax is 0.
+  logits[2, 3, [1, 2]] = 7.0
+  return logits
+
+
+def test_first_argmax_equals_jnp_argmax_with_ties():
+  import jax.numpy as jnp
+
+  from jaxlm.objectives import first_argmax
+
+  logits = _logits_with_ties()
+  got = np.asarray(first_argmax(jnp.asarray(logits)))
+  np.testing.assert_array_equal(got, np.argmax(logits, -1))
+  assert got[0, 0] == 4 and got[1, 2] == 0 and got[2, 3] == 1
+  # Negative control: the last index of the maximum differs on the tied rows.
+  last = logits.shape[-1] - 1 - np.argmax(logits[..., ::-1], -1)
+  assert not np.array_equal(got, last)
+
+
+def test_cross_entropy_sums_equal_optax_and_argmax_values_and_gradients():
+  import jax
+  import jax.numpy as jnp
+  import optax
+
+  from jaxlm.objectives import cross_entropy_sums
+
+  logits = jnp.asarray(_logits_with_ties())
+  targets = jnp.asarray(np.random.default_rng(1).integers(0, 50, (3, 7)))
+  targets = targets.at[0, 0].set(4).at[1, 2].set(0).at[2, 3].set(2)  # Ties: right, right, wrong.
+  weights = jnp.asarray(np.random.default_rng(2).integers(0, 2, (3, 7)).astype(np.float32))
+
+  def reference(lg):
+    nll = optax.softmax_cross_entropy_with_integer_labels(lg, targets)
+    return jnp.sum(nll * weights), jnp.sum((jnp.argmax(lg, -1) == targets) * weights)
+
+  got = cross_entropy_sums(logits, targets, weights)
+  loss, correct = reference(logits)
+  np.testing.assert_allclose(got["loss_sum"], loss, rtol=1e-6)
+  assert float(got["correct_sum"]) == float(correct) > 0
+  g = jax.grad(lambda lg: cross_entropy_sums(lg, targets, weights)["loss_sum"])(logits)
+  np.testing.assert_allclose(g, jax.grad(lambda lg: reference(lg)[0])(logits), atol=1e-6)
+  # Negative control: another target set changes the count.
+  assert float(cross_entropy_sums(logits, (targets + 1) % 50, weights)["correct_sum"]) != \
+      float(correct)
+
+
+def test_padded_vocab_mask_is_the_where_form_in_values_and_gradients():
+  import jax
+  import jax.numpy as jnp
+
+  from jaxlm.models import mask_padded_vocab
+  from jaxlm.objectives import cross_entropy_sums
+
+  logits = jnp.asarray(np.random.default_rng(3).normal(size=(2, 5, 16)).astype(np.float32))
+  targets = jnp.asarray(np.random.default_rng(4).integers(0, 10, (2, 5)))
+  weights = jnp.ones((2, 5))
+  where = lambda lg: jnp.where(jnp.arange(16) < 10, lg, -1e9)
+  loss = lambda mask: lambda lg: cross_entropy_sums(mask(lg), targets, weights)["loss_sum"]
+  masked = mask_padded_vocab(logits, 10)
+  np.testing.assert_array_equal(masked[..., :10], logits[..., :10])
+  assert float(jnp.max(masked[..., 10:])) < -1e8
+  np.testing.assert_allclose(loss(lambda lg: mask_padded_vocab(lg, 10))(logits),
+                             loss(where)(logits), rtol=1e-7)
+  g_add = jax.grad(loss(lambda lg: mask_padded_vocab(lg, 10)))(logits)
+  np.testing.assert_allclose(g_add, jax.grad(loss(where))(logits), atol=1e-7)
+  assert float(jnp.max(jnp.abs(g_add[..., 10:]))) == 0.0  # Padding columns learn nothing.
+  assert mask_padded_vocab(logits, 16) is logits  # Nothing padded: unchanged.
+  # Negative control: without the mask the loss differs.
+  assert abs(float(loss(lambda lg: lg)(logits)) - float(loss(where)(logits))) > 1e-3
