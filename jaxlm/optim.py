@@ -1,7 +1,9 @@
 """Optimizer and learning-rate schedule from `config.optimizer`.
 
-`optimizer.name`: `adamw` (default) or `sgd` (plain SGD, no momentum, as the classic LSTM LM
-recipes use). `optimizer.schedule='step_decay'`: the epoch-based staircase of Zaremba et al.
+`optimizer.name`: `adamw` (default), `sgd` (plain SGD, no momentum, as the classic LSTM LM
+recipes use) or `muon` (`optax.contrib.muon`: the Transformer blocks' matrices by orthogonalized
+momentum at `muon_learning_rate`, the rest by AdamW at `learning_rate`; `muon_dimensions`).
+`optimizer.schedule='step_decay'`: the epoch-based staircase of Zaremba et al.
 (2014): epochs 1..decay_start_epoch at the peak, then x decay_factor per epoch
 (`optax.exponential_decay` with `staircase=True`, one transition per `steps_per_epoch`).
 """
@@ -52,6 +54,28 @@ def decay_mask(params) -> object:
   return jax.tree_util.tree_map_with_path(keep, params)
 
 
+def muon_dimensions(params) -> object:
+  """Muon's view of each parameter: the Transformer blocks' kernels as matrices (input axes ->
+  output axes), None (AdamW) for embeddings, norms, biases and everything outside the blocks.
+
+  Kernels are laid out input first: `qkv` [D, 3, H, Dh] (q, k and v orthogonalized apart:
+  the 3 is a batch axis), `out` [H, Dh, D], other kernels [D_in, ...outputs].
+  """
+  from optax.contrib import MuonDimensionNumbers as Dims
+
+  def dims(path, x):
+    keys = _keys(path)
+    if "stack" not in keys or keys[-1] != "kernel" or x.ndim < 2:
+      return None
+    if keys[-2] == "qkv":
+      return Dims(reduction_axis=(0,), output_axis=(2, 3))
+    if keys[-2] == "out":
+      return Dims(reduction_axis=tuple(range(x.ndim - 1)), output_axis=(x.ndim - 1,))
+    return Dims(reduction_axis=(0,), output_axis=tuple(range(1, x.ndim)))
+
+  return jax.tree_util.tree_map_with_path(dims, params)
+
+
 def make_optimizer(o, num_train_steps: int, extra: Sequence[optax.GradientTransformation] = ()
                    ) -> tuple[optax.GradientTransformation, optax.Schedule]:
   """AdamW or plain SGD with global-norm clipping, then `extra` (fine-tuning's
@@ -62,6 +86,12 @@ def make_optimizer(o, num_train_steps: int, extra: Sequence[optax.GradientTransf
     if o.weight_decay:
       parts.append(optax.add_decayed_weights(o.weight_decay, mask=decay_mask))
     parts.append(optax.sgd(schedule))
+  elif o.name == "muon":
+    scale = o.muon_learning_rate / o.learning_rate  # The same schedule shape, another peak.
+    parts.append(optax.contrib.muon(
+        lambda step: schedule(step) * scale, beta=o.muon_beta, weight_decay=o.weight_decay,
+        adam_learning_rate=schedule, adam_b1=o.b1, adam_b2=o.b2, adam_eps_root=0.0,
+        muon_weight_dimension_numbers=muon_dimensions))
   else:
     parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
                              mask=decay_mask))

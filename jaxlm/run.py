@@ -86,6 +86,11 @@ class Run:
   def _init_shardings(self) -> None:
     with nn.logical_axis_rules(self.rules):
       boxed = jax.eval_shape(self._init_fn, jax.random.key(0))
+    # A box around nothing (optax's MaskedNode where a partitioned optimizer, e.g. muon, keeps
+    # no state for a parameter) has no array to shard: unbox it.
+    empty_box = lambda x: isinstance(x, nn.Partitioned) and not jax.tree.leaves(x.value)
+    boxed = jax.tree.map(lambda x: x.value if empty_box(x) else x, boxed,
+                         is_leaf=lambda x: isinstance(x, nn.Partitioned))
     self.logical_specs = nn.get_partition_spec(boxed)
     self.state_shardings = sharding.logical_to_shardings(self.logical_specs, self.mesh,
                                                          self.rules)

@@ -1,5 +1,6 @@
 """Optimizer: LR schedule shape and the weight-decay mask."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -92,3 +93,78 @@ def test_step_decay_and_sgd_validated():
   c.optimizer.name = "sgdd"
   with pytest.raises(ConfigError, match="optimizer.name.*Fix"):
     validate(c, 1)
+
+
+def _gpt_params(boxed: bool = False, **model):
+  c = base_config()
+  for k, v in model.items():
+    c.model[k] = v
+  m = models.build_model(c.model, vocab_size=300, seq_len=16)
+  params = jax.eval_shape(m.init, jax.random.key(0), jnp.zeros((1, 16), jnp.int32))["params"]
+  return params if boxed else nn.meta.unbox(params)
+
+
+def test_muon_takes_the_block_matrices_and_leaves_the_rest_to_adamw():
+  for fused in (True, False):
+    dims = optim.muon_dimensions(_gpt_params(fused_qkv=fused))
+    flat = {jax.tree_util.keystr(p): d for p, d in jax.tree_util.tree_flatten_with_path(
+        dims, is_leaf=lambda x: x is None or hasattr(x, "reduction_axis"))[0]}
+    muon = {k for k, d in flat.items() if d is not None}
+    assert muon and all("['stack']" in k and k.endswith("['kernel']") for k in muon)
+    assert all(flat[k] is None for k in flat if "embed" in k or "norm" in k or "bias" in k)
+    out = next(d for k, d in flat.items() if "['out']['kernel']" in k)
+    assert tuple(out.reduction_axis) == (0, 1) and tuple(out.output_axis) == (2,)  # [H, Dh, D]
+    # The Run's optimizer sees boxed (logically partitioned) params: the same view.
+    is_dims = lambda x: x is None or hasattr(x, "reduction_axis")
+    assert jax.tree.leaves(nn.meta.unbox(optim.muon_dimensions(_gpt_params(
+        boxed=True, fused_qkv=fused))), is_leaf=is_dims) == jax.tree.leaves(dims, is_leaf=is_dims)
+    if fused:  # [D, 3, H, Dh]: q, k and v apart.
+      qkv = next(d for k, d in flat.items() if "['qkv']['kernel']" in k)
+      assert tuple(qkv.reduction_axis) == (0,) and tuple(qkv.output_axis) == (2, 3)
+
+
+def test_muon_orthogonalizes_matrix_updates_and_adams_the_embeddings():
+  o = base_config().optimizer
+  o.name, o.warmup_steps, o.grad_clip, o.learning_rate, o.muon_learning_rate = \
+      "muon", 0, 0.0, 1e-3, 0.02
+  tx, _ = optim.make_optimizer(o, num_train_steps=100)
+  rng = np.random.default_rng(0)
+  w = {"stack": {"layer_0": {"mlp": {"wi": {"kernel": jnp.zeros((32, 64))}}}},
+       "embed": {"embedding": jnp.zeros((50, 32))}}
+  # A gradient with very unequal singular values.
+  u, _ = np.linalg.qr(rng.normal(size=(32, 32)))
+  g_mat = (u * np.logspace(0, 1.5, 32)) @ rng.normal(size=(32, 64)) / 8
+  g = {"stack": {"layer_0": {"mlp": {"wi": {"kernel": jnp.asarray(g_mat, jnp.float32)}}}},
+       "embed": {"embedding": jnp.asarray(rng.normal(size=(50, 32)), jnp.float32)}}
+  upd, _ = tx.update(g, tx.init(w), w)
+  sv = np.linalg.svd(np.asarray(upd["stack"]["layer_0"]["mlp"]["wi"]["kernel"]), compute_uv=False)
+  assert sv.max() / sv.min() < 3  # Newton-Schulz: near-equal singular values...
+  raw = np.linalg.svd(g_mat, compute_uv=False)
+  assert raw.max() / raw.min() > 20  # ...where the gradient's spread (negative control).
+  # The embedding: (Nesterov) Adam's first step, a sign step of one size for every entry
+  # (m / sqrt(v) = g / |g|), about the AdamW learning rate.
+  e = np.asarray(upd["embed"]["embedding"])
+  np.testing.assert_array_equal(np.sign(e), -np.sign(g["embed"]["embedding"]))
+  np.testing.assert_allclose(np.abs(e), np.abs(e).max(), rtol=1e-4)
+  assert 1e-3 <= np.abs(e).max() < 2e-3
+
+
+def test_muon_trains_a_sharded_gpt_and_is_refused_elsewhere(tmp_path, text_file, data_dir):
+  import pytest
+  from conftest import metric_by_step, tiny_config
+
+  from jaxlm import train
+  from jaxlm.config import ConfigError, validate
+
+  c = tiny_config(text_file, data_dir, **{"optimizer.name": "muon", "num_train_steps": 8,
+                                          "mesh.shape": (2, 2, 2), "eval_every_steps": 8,
+                                          "checkpoint_every_steps": 8})
+  train.train_and_evaluate(c, str(tmp_path / "w"))  # Born-sharded init of muon's state.
+  loss = metric_by_step(str(tmp_path / "w"), "train_loss")
+  assert loss[8] < loss[1] - 0.2, loss
+  lstm = tiny_config(text_file, data_dir, **{"optimizer.name": "muon", "model.family": "lstm"})
+  with pytest.raises(ConfigError, match="muon.*Fix"):
+    validate(lstm, 1)
+  c.optimizer.muon_beta = 1.0
+  with pytest.raises(ConfigError, match="muon_beta.*Fix"):
+    validate(c, 8)

@@ -181,3 +181,65 @@ def test_run_vs_interleaves_rounds_and_writes_every_field(tmp_path, monkeypatch)
   assert r["rounds"][0]["peer"]["command"] == r["commands"]["peer"]
   assert r["rounds"][0]["peer"]["stopped"] == "ran to its end"
   json.dumps(r)  # Everything is JSON.
+
+
+# ------------------------------------------------- time to a validation loss (jaxlm/lab/vs_ttl.py)
+
+
+def test_time_to_loss_side_by_side_interleaves_and_reads_both_sides(tmp_path, monkeypatch):
+  from jaxlm.lab import vs_ttl
+
+  peers, data = tmp_path / "peers", tmp_path / "data"
+  make_peers(peers, "nanogpt")
+  (data / "tinyshakespeare").mkdir(parents=True)
+  (data / "tinyshakespeare" / "input.txt").write_text("x")
+  order = []
+  evals = [(0, 4.17), (250, 2.4), (1750, 1.879), (2000, 1.886)]  # Dips below 1.88 once.
+
+  def fake_run_side(side, steps, budget_s, timeout_s):
+    order.append(side.name)
+    if side.name == "jaxlm":
+      out_json = side.argv[[a.startswith("--out=") for a in side.argv].index(True)][6:]
+      with open(out_json, "w") as f:
+        json.dump({"reached": True, "eval_loss": 1.874, "steps": 900, "wall_time_s": 50.0,
+                   "tokens_seen": 921600, "history": [[900, 1.874]]}, f)
+      stamped, wall = [(1.0, "bench output\n")], 60.0 + len(order)
+    else:
+      stamped = [(10.0 * i, f"step {s}: train loss 2.0, val loss {v}\n")
+                 for i, (s, v) in enumerate(evals)]
+      wall = 150.0 + len(order)
+    return {"log": "".join(line for _, line in stamped), "stamped": stamped, "wall_s": wall,
+            "cpu_s": 1.0, "loadavg_start": [1.0, 1.0, 1.0], "stopped": ""}
+
+  monkeypatch.setattr(vs, "run_side", fake_run_side)
+  monkeypatch.setattr(vs, "_versions", lambda python: {"torch": "test"})
+  r = vs_ttl.run_vs_ttl(2, str(peers), str(data), target=1.88, log=lambda *a: None)
+  assert order == ["nanoGPT recipe", "jaxlm"] * 2
+  assert r["peer_wall_s"] == [151.0, 153.0] and r["jaxlm_wall_s"] == [62.0, 64.0]
+  assert r["ratio"] == pytest.approx(63.0 / 152.0) and r["jaxlm_reached_every_round"]
+  peer = r["rounds"][0]["peer"]
+  assert peer["final_val_loss"] == 1.886 and peer["final_step"] == 2000
+  assert peer["first_at_or_below_target_s"] == 20.0  # The 1.879 line, not the final one.
+  assert "--compile=False" in r["commands"]["peer"] and "--max_iters=2000" in r["commands"]["peer"]
+  assert "--mode=time_to_loss" in r["commands"]["jaxlm"]
+  assert "configs/shakespeare_fast.py" in r["commands"]["jaxlm"]
+  assert r["rounds"][1]["jaxlm"]["bench_wall_time_s"] == 50.0
+  json.dumps(r)
+  # A target below every evaluation: no first time, and the figure is still the recipe's end.
+  r = vs_ttl.run_vs_ttl(1, str(peers), str(data), target=1.5, log=lambda *a: None)
+  assert r["rounds"][0]["peer"]["first_at_or_below_target_s"] is None
+
+
+def test_time_to_loss_peer_without_eval_lines_is_an_error():
+  from jaxlm.lab import vs_ttl
+
+  with pytest.raises(ValueError, match="val loss"):
+    vs_ttl.peer_figure({"stamped": [(1.0, "Traceback ...\n")], "log": "Traceback ...",
+                        "wall_s": 2.0}, 1.88)
+
+
+def test_run_side_stamps_every_line_with_its_time():
+  out = vs.run_side(script_side("import time\nprint('a', flush=True)\ntime.sleep(0.3)\n"
+                                "print('b', flush=True)"), 10, 1e9, 60)
+  (ta, la), (tb, lb) = out["stamped"]
+  assert (la, lb) == ("a\n", "b\n") and tb - ta >= 0.25

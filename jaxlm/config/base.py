@@ -163,7 +163,10 @@ def base_config() -> ml_collections.ConfigDict:
   o.grad_clip = 1.0  # Global-norm clip; 0 = off.
   o.grad_accum_steps = 1  # Microbatches per step, inside the jitted step.
   # SGD and the epoch step decay of the classic LSTM LM recipes (configs/ptb.py).
-  o.name = "adamw"  # adamw | sgd (plain, no momentum; weight_decay is then L2-style decoupled).
+  o.name = "adamw"  # adamw | sgd (plain, no momentum; weight_decay is then L2-style decoupled)
+  # | muon (Transformer block matrices; everything else on AdamW at learning_rate).
+  o.muon_learning_rate = 0.02  # muon: peak LR of the block matrices (same schedule shape).
+  o.muon_beta = 0.95  # muon: momentum of the orthogonalized updates (Nesterov).
   o.steps_per_epoch = 0  # step_decay: optimizer steps per epoch (> 0).
   o.decay_start_epoch = 1  # step_decay: epochs 1..this run at the peak LR, then decay.
   o.decay_factor = 0.5  # step_decay: LR multiplier per epoch after decay_start_epoch.

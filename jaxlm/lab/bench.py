@@ -5,6 +5,8 @@
       --target_loss=1.88
   python -m jaxlm.lab.bench --config=configs/gpt2_small.py --aot --mesh=256,1,1
   python -m jaxlm.lab.bench --vs=nanogpt --rounds=3 --out=experiments/bench/results/vs_nanogpt.json
+  python -m jaxlm.lab.bench --vs=time_to_loss --rounds=2 \
+      --out=experiments/bench/results/vs_time_to_loss.json
 
 `throughput` compiles the real train step (timed), runs warm-up steps, then
 times `--steps` steps one by one (each waited for: the median is the steady
@@ -34,7 +36,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from jaxlm import sharding
-from jaxlm.lab import benchmark, vs
+from jaxlm.lab import benchmark, vs, vs_ttl
 
 FLAGS = flags.FLAGS
 config_flags.DEFINE_config_file("config", None, "Config file (configs/*.py).", lock_config=True)
@@ -54,7 +56,10 @@ flags.DEFINE_string("workdir", "", "Tokenizer cache etc.; '' = a temporary direc
 flags.DEFINE_bool("aot", False, "Ahead-of-time compile for --mesh; no data, no execution.")
 flags.DEFINE_string("mesh", "", "AOT mesh shape 'data,fsdp,tensor' (e.g. 256,1,1 or 16,16,1).")
 flags.DEFINE_integer("vocab_size", 0, "AOT vocabulary size (e.g. 50257); 0 = 256 (bytes).")
-flags.DEFINE_enum("vs", None, sorted(vs.KINDS), "Side by side with a peer program (no config).")
+flags.DEFINE_enum("vs", None, sorted(vs.KINDS) + ["time_to_loss"],
+                  "Side by side with a peer program (no config): tokens/s at one shape "
+                  "(nanogpt, lstm) or wall time to validation loss --target_loss "
+                  "(time_to_loss: nanoGPT's recipe against configs/shakespeare_fast.py).")
 flags.DEFINE_integer("rounds", 3, "--vs: rounds of (peer, jaxlm), interleaved.")
 flags.DEFINE_string("peers", "/tmp/peers", "--vs: where ../shared/peers/setup.sh built the peers.")
 flags.DEFINE_string("data_root", os.environ.get("JAXLM_SHARED_DATA", "../shared/data"),
@@ -72,13 +77,17 @@ flags.register_validator("config", lambda c: c is not None or FLAGS["vs"].value 
 def main_vs() -> None:
   """--vs: the side-by-side comparison; a missing peer is an error naming setup.sh."""
   try:
-    result = vs.run_vs(FLAGS.vs, FLAGS.rounds, FLAGS.peers, FLAGS.data_root, FLAGS.vs_steps,
-                       FLAGS.vs_budget_s, jaxlm_args=shlex.split(FLAGS.jaxlm_args))
+    if FLAGS.vs == "time_to_loss":
+      result = vs_ttl.run_vs_ttl(FLAGS.rounds, FLAGS.peers, FLAGS.data_root, FLAGS.target_loss,
+                                 jaxlm_args=shlex.split(FLAGS.jaxlm_args))
+    else:
+      result = vs.run_vs(FLAGS.vs, FLAGS.rounds, FLAGS.peers, FLAGS.data_root, FLAGS.vs_steps,
+                         FLAGS.vs_budget_s, jaxlm_args=shlex.split(FLAGS.jaxlm_args))
   except vs.PeersMissing as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   result["command"] = "python -m jaxlm.lab.bench " + " ".join(sys.argv[1:])
-  vs.print_summary(result)
+  (vs_ttl if FLAGS.vs == "time_to_loss" else vs).print_summary(result)
   _write_out(result)
 
 

@@ -222,7 +222,8 @@ def run_side(side: Side, steps: int, budget_s: float, timeout_s: float) -> dict:
   """Runs `side` to its end, or stops it (SIGTERM; jaxlm saves and exits) at `steps` when
   it is not capped, or past `budget_s` once it has MIN_SAMPLES iterations past the warm-up.
 
-  Returns its output, wall and CPU seconds, and the load when it started.
+  Returns its output (also as (seconds since start, line) pairs), wall and CPU seconds, and
+  the load when it started.
   """
   env = {**os.environ, "PYTHONUNBUFFERED": "1"}
   load, cpu0, t0 = list(os.getloadavg()), resource.getrusage(resource.RUSAGE_CHILDREN), \
@@ -231,10 +232,11 @@ def run_side(side: Side, steps: int, budget_s: float, timeout_s: float) -> dict:
                           stderr=subprocess.STDOUT, text=True)
   killer = threading.Timer(timeout_s, proc.kill)
   killer.start()
-  lines, stopped = [], ""
+  lines, stamped, stopped = [], [], ""
   try:
     for line in proc.stdout:
       lines.append(line)
+      stamped.append((time.time() - t0, line))
       m = side.progress.search(line)
       it = int(m.group(1)) if m else 0
       if not stopped and not side.capped and it >= steps:
@@ -253,7 +255,8 @@ def run_side(side: Side, steps: int, budget_s: float, timeout_s: float) -> dict:
   if rc != 0 and not stopped:
     why = "timed out" if time.time() - t0 >= timeout_s else f"exited {rc}"
     raise RuntimeError(f"{side.name} {why}: {side.command}\n... {log[-3000:]}")
-  return {"log": log, "wall_s": time.time() - t0, "loadavg_start": load, "stopped": stopped,
+  return {"log": log, "stamped": stamped, "wall_s": time.time() - t0, "loadavg_start": load,
+          "stopped": stopped,
           "cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime)}
 
 
