@@ -19,7 +19,9 @@ def mask_padded_vocab(logits_BLV: jax.Array, vocab_size: int) -> jax.Array:
   """Logits of the padding columns (ids >= vocab_size) pushed to -1e9: never predicted.
 
   Added as a constant (not `jnp.where`), so the backward pass is the identity: no select
-  over the [B, L, V] gradient (jaxlm#16; the padded columns' softmax is 0 either way).
+  over the [B, L, V] gradient (jaxlm#16). Under a softmax (the cross-entropy, sampling) the
+  padded columns' probability and gradient are exactly 0, as with `jnp.where`; a loss on the
+  raw padded logits would see -1e9 plus the projection (slice `[..., :vocab_size]` first).
   """
   padded = logits_BLV.shape[-1]
   if padded == vocab_size:
