@@ -117,6 +117,17 @@ class Run:
       return lowered.compile(INIT_COMPILER_OPTIONS if self.on_cpu else None)(key)
 
   @property
+  def flat_allreduce(self) -> bool:
+    """One raveled all-reduce per step (`steps.flat_data_parallel`): CPU devices, a data-only
+    mesh of several devices, and a step with no randomness or carried state in it."""
+    c, m = self.config, self.mesh.shape
+    return (bool(c.mesh.cpu_flat_allreduce) and self.on_cpu and m["data"] > 1
+            and m["fsdp"] == 1 and m["tensor"] == 1 and not self.carry_state
+            and c.model.dropout == 0 and c.model.attention_dropout == 0
+            and self.objective.name in ("causal_lm", "seq2seq")
+            and c.optimizer.grad_accum_steps == 1 and not c.optimizer.dp.enabled)
+
+  @property
   def on_cpu(self) -> bool:
     return self.mesh.devices.flat[0].platform == "cpu"
 
@@ -129,7 +140,8 @@ class Run:
         train_step, model=self.model, tx=self.tx, schedule=self.schedule, seed=self.config.seed,
         accum_steps=self.config.optimizer.grad_accum_steps,
         document_attention=self.document_attention, batch_sharding=self.batch_sharding,
-        objective=self.objective)
+        objective=self.objective,
+        flat_allreduce_mesh=self.mesh if self.flat_allreduce else None)
     if self.config.optimizer.dp.enabled:  # DP-SGD: per-example clipped, noised grads (dp.py).
       step = dp.make_train_step(
           functools.partial(loss_and_metrics, objective=self.objective), model=self.model,

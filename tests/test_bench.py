@@ -117,3 +117,25 @@ def test_flops_per_token_counts_attention_with_seq_len(text_file, data_dir):
   c.data.seq_len *= 2
   assert flops.flops_per_token({}, c, 100) - short == pytest.approx(
       12 * c.model.num_layers * (c.data.seq_len // 2) * c.model.emb_dim)
+
+
+def test_gpu_script_runs_its_plumbing_on_cpu_and_refuses_without_a_gpu(tmp_path):
+  """experiments/bench/gpu.sh: the smoke mode runs the same bench command on CPU and writes
+  the JSON the summary reads; the real mode stops with a fix when JAX sees no GPU."""
+  import os
+  import subprocess
+  import sys
+
+  script = os.path.join(REPO, "experiments", "bench", "gpu.sh")
+  env = cpu_env(1, PYTHON=sys.executable, JAXLM_GPU_SH_SMOKE="1")
+  got = subprocess.run(["bash", script, str(tmp_path / "gpu")], env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert got.returncode == 0, got.stderr[-3000:]
+  r = json.loads((tmp_path / "gpu" / "gpt2_small_xla.json").read_text())
+  assert r["mode"] == "throughput" and r["mfu"] > 0 and r["tokens_per_s"] > 0
+  assert "gpt2_small_xla.json:" in got.stdout and "MFU" in got.stdout
+  env.pop("JAXLM_GPU_SH_SMOKE")
+  got = subprocess.run(["bash", script, str(tmp_path / "none")], env=env, capture_output=True,
+                       text=True, timeout=300)
+  assert got.returncode == 2 and "no GPU" in got.stderr and "Fix:" in got.stderr
+  assert not (tmp_path / "none").exists()

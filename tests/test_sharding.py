@@ -108,3 +108,37 @@ def test_bad_mesh_and_batch_fail_before_training(text_file, data_dir):
     train.Run(tiny_config(text_file, data_dir, **{"mesh.shape": (3, 1, 1)}), None)
   with pytest.raises(ConfigError, match="data.batch_size"):
     train.Run(tiny_config(text_file, data_dir, **{"data.batch_size": 12}), None)
+
+
+def test_flat_allreduce_equals_xlas_per_parameter_allreduce(text_file, data_dir):
+  """Data parallel on 8 CPU devices: `mesh.cpu_flat_allreduce` (one psum of the raveled
+  gradient in a shard_map) gives the updates of XLA's partitioned step, with one all-reduce
+  of one array instead of one operand per parameter."""
+  flat = sgd_run(tiny_config(text_file, data_dir, **{"mesh.shape": (8, 1, 1)}))
+  xla = sgd_run(tiny_config(text_file, data_dir, **{"mesh.shape": (8, 1, 1),
+                                                   "mesh.cpu_flat_allreduce": False}))
+  assert flat.flat_allreduce and not xla.flat_allreduce
+  init = jax.device_get(flat.init_state())
+  batches = [_batch(seed=i) for i in range(3)]
+  s_flat, l_flat, g_flat = steps(flat, jax.device_put(init, flat.state_shardings), batches)
+  s_xla, l_xla, g_xla = steps(xla, jax.device_put(init, xla.state_shardings), batches)
+  np.testing.assert_allclose(l_flat, l_xla, rtol=1e-6)
+  np.testing.assert_allclose(g_flat, g_xla, rtol=1e-5)
+  broken = sgd_run(tiny_config(text_file, data_dir, **{"mesh.shape": (8, 1, 1)}), grad_scale=0.5)
+  s_broken, _, _ = steps(broken, jax.device_put(init, broken.state_shardings), batches)
+  check_same_updates(s_xla.params, init.params, s_flat.params, s_broken.params)
+
+  def all_reduces(run):
+    state, batch = run.abstract_state, run.to_global(_batch())
+    with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
+      hlo = run.jit_train_step().lower(state, batch).compile().as_text()
+    return [line for line in hlo.splitlines() if " all-reduce(" in line]
+
+  one = all_reduces(flat)
+  assert len(one) == 1 and one[0].split("=")[1].split("all-reduce(")[0].strip().count("[") == 1
+  many = all_reduces(xla)  # One tuple all-reduce of every parameter's gradient.
+  assert sum(line.split("all-reduce(")[0].count("f32[") for line in many) > 10
+  # Randomness in the step (dropout) keeps XLA's partitioning: drawn per shard it would differ.
+  assert not sgd_run(tiny_config(text_file, data_dir, **{"mesh.shape": (8, 1, 1),
+                                                        "model.dropout": 0.1})).flat_allreduce
+  assert not sgd_run(tiny_config(text_file, data_dir, **{"mesh.shape": (4, 2, 1)})).flat_allreduce

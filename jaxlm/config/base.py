@@ -182,6 +182,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.shape = (-1, 1, 1)  # (data, fsdp, tensor); -1 = all remaining devices.
   c.mesh.rules = DEFAULT_RULES
+  # CPU devices, data parallel only, a deterministic step: each device differentiates its rows
+  # in a shard_map and ONE all-reduce sums the raveled gradient (XLA's CPU runtime meets once
+  # per parameter array otherwise). Same results; False = XLA's per-parameter all-reduce.
+  c.mesh.cpu_flat_allreduce = True
 
   c.sample = ml_collections.ConfigDict()
   c.sample.prompt = "The "  # Printed at the end of training.
