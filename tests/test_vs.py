@@ -106,6 +106,15 @@ def make_peers(root, kind: str) -> None:
     (root / rel).write_text("")
 
 
+def nanogpt_peers_and_data(root):
+  """Stand-in peer files and a tiny-shakespeare file: (peers dir, data root)."""
+  peers, data = root / "peers", root / "data"
+  make_peers(peers, "nanogpt")
+  (data / "tinyshakespeare").mkdir(parents=True)
+  (data / "tinyshakespeare" / "input.txt").write_text("x")
+  return peers, data
+
+
 def test_missing_peers_name_setup_sh(tmp_path):
   with pytest.raises(vs.PeersMissing, match=r"setup\.sh .*peers") as e:
     vs.check_peers(str(tmp_path / "peers"), "nanogpt")
@@ -143,10 +152,7 @@ def test_run_side_stops_an_uncapped_program_at_steps_and_reports_failures():
 
 
 def test_run_vs_interleaves_rounds_and_writes_every_field(tmp_path, monkeypatch):
-  peers, data = tmp_path / "peers", tmp_path / "data"
-  make_peers(peers, "nanogpt")
-  (data / "tinyshakespeare").mkdir(parents=True)
-  (data / "tinyshakespeare" / "input.txt").write_text("x")
+  peers, data = nanogpt_peers_and_data(tmp_path)
   order = []
 
   def fake_run_side(side, steps, budget_s, timeout_s):
@@ -189,10 +195,7 @@ def test_run_vs_interleaves_rounds_and_writes_every_field(tmp_path, monkeypatch)
 def test_time_to_loss_side_by_side_interleaves_and_reads_both_sides(tmp_path, monkeypatch):
   from jaxlm.lab import vs_ttl
 
-  peers, data = tmp_path / "peers", tmp_path / "data"
-  make_peers(peers, "nanogpt")
-  (data / "tinyshakespeare").mkdir(parents=True)
-  (data / "tinyshakespeare" / "input.txt").write_text("x")
+  peers, data = nanogpt_peers_and_data(tmp_path)
   order = []
   evals = [(0, 4.17), (250, 2.4), (1750, 1.879), (2000, 1.886)]  # Dips below 1.88 once.
 

@@ -314,6 +314,11 @@ def run_vs(kind: str, rounds: int, peers: str, data_root: str, steps: int = 0,
     result["rounds"].append(entry)
   result.update(summarize(result["rounds"]))
   result["commands"] = {k: result["rounds"][0][k]["command"] for k in ("peer", "jaxlm")}
+  return finish(result)
+
+
+def finish(result: dict) -> dict:
+  """A comparison's result with the load after it and its end time."""
   result["machine"]["loadavg_after"] = list(os.getloadavg())
   result["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
       timespec="seconds")

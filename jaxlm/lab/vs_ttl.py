@@ -114,10 +114,7 @@ def run_vs_ttl(rounds: int, peers: str, data_root: str, target: float = TARGET,
                  "jaxlm_reached_every_round": all(e["jaxlm"]["reached"]
                                                   for e in result["rounds"]),
                  "commands": {k: result["rounds"][0][k]["command"] for k in ("peer", "jaxlm")}})
-  result["machine"]["loadavg_after"] = list(os.getloadavg())
-  result["finished"] = datetime.datetime.now(datetime.timezone.utc).isoformat(
-      timespec="seconds")
-  return result
+  return vs.finish(result)
 
 
 def print_summary(result: dict) -> None:
