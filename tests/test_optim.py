@@ -105,17 +105,17 @@ def _gpt_params(boxed: bool = False, **model):
 
 
 def test_muon_takes_the_block_matrices_and_leaves_the_rest_to_adamw():
+  is_dims = lambda x: x is None or hasattr(x, "reduction_axis")
   for fused in (True, False):
     dims = optim.muon_dimensions(_gpt_params(fused_qkv=fused))
     flat = {jax.tree_util.keystr(p): d for p, d in jax.tree_util.tree_flatten_with_path(
-        dims, is_leaf=lambda x: x is None or hasattr(x, "reduction_axis"))[0]}
+        dims, is_leaf=is_dims)[0]}
     muon = {k for k, d in flat.items() if d is not None}
     assert muon and all("['stack']" in k and k.endswith("['kernel']") for k in muon)
     assert all(flat[k] is None for k in flat if "embed" in k or "norm" in k or "bias" in k)
     out = next(d for k, d in flat.items() if "['out']['kernel']" in k)
     assert tuple(out.reduction_axis) == (0, 1) and tuple(out.output_axis) == (2,)  # [H, Dh, D]
     # The Run's optimizer sees boxed (logically partitioned) params: the same view.
-    is_dims = lambda x: x is None or hasattr(x, "reduction_axis")
     assert jax.tree.leaves(nn.meta.unbox(optim.muon_dimensions(_gpt_params(
         boxed=True, fused_qkv=fused))), is_leaf=is_dims) == jax.tree.leaves(dims, is_leaf=is_dims)
     if fused:  # [D, 3, H, Dh]: q, k and v apart.

@@ -122,10 +122,8 @@ def validate_fields(c: ml_collections.ConfigDict) -> None:
   if o.warmup_steps < 0:
     _fail("optimizer.warmup_steps", f"is {o.warmup_steps}.", "use 0 or more.")
   _validate_sgd_step_decay(o)
-  if o.name == "muon" and (c.model.family not in ("gpt", "bert") or c.model.scan_layers):
-    _fail("optimizer.name", f"'muon' orthogonalizes the Transformer blocks' matrices, not "
-          f"those of family={c.model.family!r} (scan_layers={c.model.scan_layers}).",
-          "use adamw, or family gpt/bert with model.scan_layers=False.")
+  if o.name == "muon":
+    _validate_muon(c)
   _validate_families(c)
   _validate_bias(c)  # bias: CDA, canaries, DP-SGD.
   validate_finetune(c)
@@ -193,15 +191,24 @@ def _validate_bias(c: ml_collections.ConfigDict) -> None:
             "use gpt/bert/lstm with model.carry_state=False, or dp.enabled=False.")
 
 
+def _validate_muon(c: ml_collections.ConfigDict) -> None:
+  """Checks of optimizer.name='muon': a Transformer family, unscanned layers, its fields."""
+  o = c.optimizer
+  if c.model.family not in ("gpt", "bert") or c.model.scan_layers:
+    _fail("optimizer.name", f"'muon' orthogonalizes the Transformer blocks' matrices, not "
+          f"those of family={c.model.family!r} (scan_layers={c.model.scan_layers}).",
+          "use adamw, or family gpt/bert with model.scan_layers=False.")
+  if not (o.muon_learning_rate > 0 and 0.0 <= o.muon_beta < 1.0):
+    _fail("optimizer.muon_learning_rate" if o.muon_learning_rate <= 0 else "optimizer.muon_beta",
+          f"muon_learning_rate={o.muon_learning_rate}, muon_beta={o.muon_beta}.",
+          "use a positive learning rate and a momentum in [0, 1).")
+
+
 def _validate_sgd_step_decay(o: ml_collections.ConfigDict) -> None:
   """Checks of optimizer.name and the step_decay schedule's fields."""
   if o.name not in ("adamw", "sgd", "muon"):
     _fail("optimizer.name", f"{o.name!r} is not one of ('adamw', 'sgd', 'muon').",
           "pick adamw, sgd or muon.")
-  if o.name == "muon" and not (o.muon_learning_rate > 0 and 0.0 <= o.muon_beta < 1.0):
-    _fail("optimizer.muon_learning_rate" if o.muon_learning_rate <= 0 else "optimizer.muon_beta",
-          f"muon_learning_rate={o.muon_learning_rate}, muon_beta={o.muon_beta}.",
-          "use a positive learning rate and a momentum in [0, 1).")
   if o.schedule != "step_decay":
     return
   if o.steps_per_epoch <= 0:

@@ -58,6 +58,7 @@ KINDS = {
 NANOGPT_ITER = re.compile(r"^iter (\d+): loss \S+, time ([\d.]+)ms", re.M)
 WLM_BATCH = re.compile(r"\|\s*(\d+)/\s*\d+ batches \|.*?ms/batch\s+([\d.]+)", re.M)
 JAXLM_STEP = re.compile(r"\bstep (\d+)/\d+ ")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(jaxlm.__file__)))  # jaxlm's sides run here.
 
 
 class PeersMissing(RuntimeError):
@@ -197,7 +198,6 @@ def peer_side(kind: str, peers: str, python: str, steps: int) -> Side:
 
 def jaxlm_side(kind: str, data_root: str, steps: int, workdir: str, extra: list[str]) -> Side:
   """`python -m jaxlm.main` at the kind's shape for `steps` steps, tokens/s every LOG_EVERY."""
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(jaxlm.__file__)))
   common = [f"--workdir={workdir}", f"--config.num_train_steps={steps}",
             f"--config.log_every_steps={LOG_EVERY}", f"--config.eval_every_steps={steps}",
             "--config.eval_steps=1", f"--config.checkpoint_every_steps={steps}",
@@ -214,7 +214,7 @@ def jaxlm_side(kind: str, data_root: str, steps: int, workdir: str, extra: list[
             f"--config.data.path={os.path.join(data_root, 'ptb', 'ptb.train.txt')}",
             f"--config.data.eval_path={os.path.join(data_root, 'ptb', 'ptb.valid.txt')}",
             f"--config.data.seq_len={KINDS[kind]['seq_len']}"]
-  return Side("jaxlm", [sys.executable, "-m", "jaxlm.main"] + argv + common + extra, repo,
+  return Side("jaxlm", [sys.executable, "-m", "jaxlm.main"] + argv + common + extra, REPO,
               JAXLM_STEP, workdir=workdir)
 
 
@@ -232,10 +232,9 @@ def run_side(side: Side, steps: int, budget_s: float, timeout_s: float) -> dict:
                           stderr=subprocess.STDOUT, text=True)
   killer = threading.Timer(timeout_s, proc.kill)
   killer.start()
-  lines, stamped, stopped = [], [], ""
+  stamped, stopped = [], ""
   try:
     for line in proc.stdout:
-      lines.append(line)
       stamped.append((time.time() - t0, line))
       m = side.progress.search(line)
       it = int(m.group(1)) if m else 0
@@ -251,7 +250,7 @@ def run_side(side: Side, steps: int, budget_s: float, timeout_s: float) -> dict:
     if proc.poll() is None:
       proc.kill()
   cpu1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-  log = "".join(lines)
+  log = "".join(line for _, line in stamped)
   if rc != 0 and not stopped:
     why = "timed out" if time.time() - t0 >= timeout_s else f"exited {rc}"
     raise RuntimeError(f"{side.name} {why}: {side.command}\n... {log[-3000:]}")

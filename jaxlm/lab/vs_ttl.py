@@ -27,7 +27,6 @@ import statistics
 import sys
 import tempfile
 
-import jaxlm
 from jaxlm.lab import vs
 
 NANOGPT_EVAL = re.compile(r"^step (\d+): train loss ([\d.]+), val loss ([\d.]+)", re.M)
@@ -47,12 +46,11 @@ def peer_side(peers: str, python: str) -> vs.Side:
 
 def jaxlm_side(data_root: str, out_json: str, target: float, extra: list[str]) -> vs.Side:
   """`python -m jaxlm.lab.bench --mode=time_to_loss` on configs/shakespeare_fast.py."""
-  repo = os.path.dirname(os.path.dirname(os.path.abspath(jaxlm.__file__)))
   argv = [sys.executable, "-m", "jaxlm.lab.bench", "--config=configs/shakespeare_fast.py",
           "--mode=time_to_loss", f"--target_loss={target}",
           f"--config.data.path={os.path.join(data_root, 'tinyshakespeare', 'input.txt')}",
           f"--out={out_json}", *extra]
-  return vs.Side("jaxlm", argv, repo, re.compile(r"\bstep (\d+)/\d+ "), workdir=out_json)
+  return vs.Side("jaxlm", argv, vs.REPO, vs.JAXLM_STEP)
 
 
 def peer_figure(out: dict, target: float) -> dict:
