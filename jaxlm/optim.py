@@ -1,8 +1,9 @@
 """Optimizer and learning-rate schedule from `config.optimizer`.
 
 `optimizer.name`: `adamw` (default), `sgd` (plain SGD, no momentum, as the classic LSTM LM
-recipes use) or `muon` (`optax.contrib.muon`: the Transformer blocks' matrices by orthogonalized
-momentum at `muon_learning_rate`, the rest by AdamW at `learning_rate`; `muon_dimensions`).
+recipes use) or `muon` (`optax.contrib.muon`'s update, with its Newton-Schulz iterations
+batched in `jaxlm.muon`: the Transformer blocks' matrices by orthogonalized momentum at
+`muon_learning_rate`, the rest by AdamW at `learning_rate`; `muon_dimensions`).
 `optimizer.schedule='step_decay'`: the epoch-based staircase of Zaremba et al.
 (2014): epochs 1..decay_start_epoch at the peak, then x decay_factor per epoch
 (`optax.exponential_decay` with `staircase=True`, one transition per `steps_per_epoch`).
@@ -18,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from jaxlm import dp as dp_lib
+from jaxlm import muon as muon_lib
 
 NO_DECAY_NAMES = ("embedding", "pos_embedding", "bias", "scale")
 
@@ -88,10 +90,9 @@ def make_optimizer(o, num_train_steps: int, extra: Sequence[optax.GradientTransf
     parts.append(optax.sgd(schedule))
   elif o.name == "muon":
     scale = o.muon_learning_rate / o.learning_rate  # The same schedule shape, another peak.
-    parts.append(optax.contrib.muon(
-        lambda step: schedule(step) * scale, beta=o.muon_beta, weight_decay=o.weight_decay,
-        adam_learning_rate=schedule, adam_b1=o.b1, adam_b2=o.b2, adam_eps_root=0.0,
-        muon_weight_dimension_numbers=muon_dimensions))
+    parts.append(muon_lib.muon(
+        lambda step: schedule(step) * scale, schedule, muon_dimensions, beta=o.muon_beta,
+        weight_decay=o.weight_decay, adam_b1=o.b1, adam_b2=o.b2))
   else:
     parts.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay,
                              mask=decay_mask))
