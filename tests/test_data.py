@@ -110,6 +110,33 @@ def test_train_iterator_resumes_exactly(text_file, data_dir):
       c.data, tok, seed=3)))["tokens"])
 
 
+def test_tokens_cached_up_front_give_the_same_batches_and_states(text_file, data_dir):
+  """data.cache_tokens_mb (the training split tokenized once) changes no batch, for each of
+  two processes, and a state saved by one pipeline resumes the other exactly."""
+  c = tiny_config(text_file, data_dir)
+  tok = ByteTokenizer()
+  uncached = c.copy_and_resolve_references()
+  uncached.data.cache_tokens_mb = 0
+  assert pipeline._cache_tokens(c.data, None, "train")
+  assert not pipeline._cache_tokens(uncached.data, None, "train")
+  for process in (0, 1):
+    a, b = (iter(pipeline.train_dataset(x.data, tok, 3, process, 2)) for x in (c, uncached))
+    for _ in range(150):  # 19k tokens: past the end of a process's ~18k-byte share.
+      x, y = next(a), next(b)
+      assert x.keys() == y.keys()
+      for k in x:
+        np.testing.assert_array_equal(x[k], y[k])
+    for src, dst in ((a, uncached), (b, c)):
+      state, want = src.get_state(), [next(src)["tokens"] for _ in range(5)]
+      it = iter(pipeline.train_dataset(dst.data, tok, 3, process, 2))
+      it.set_state(state)
+      np.testing.assert_array_equal(np.stack(want), np.stack([next(it)["tokens"]
+                                                              for _ in range(5)]))
+  other = iter(pipeline.train_dataset(c.data, tok, 4, 0, 2))  # Negative control: a seed.
+  assert not np.array_equal(next(other)["tokens"], next(iter(pipeline.train_dataset(
+      uncached.data, tok, 3, 0, 2)))["tokens"])
+
+
 def test_processes_read_disjoint_shards(text_file, data_dir):
   c = tiny_config(text_file, data_dir)
   n = len(sources.DataSource(c.data).split("train"))

@@ -55,6 +55,9 @@ def validate(c: ml_collections.ConfigDict, num_devices: int, num_processes: int 
   if d.shards and (d.shards % num_processes or d.batch_size % d.shards):
     _fail("data.shards", f"{d.shards} must be a multiple of the {num_processes} process(es) and "
           f"divide batch_size={d.batch_size}.", "change it, or use 0 (one per process).")
+  if d.cache_tokens_mb < 0:
+    _fail("data.cache_tokens_mb", f"{d.cache_tokens_mb} is negative.",
+          "use 0 (never tokenize up front) or a size in MB.")
   accum = o.grad_accum_steps
   if accum < 1 or d.batch_size % accum or (d.batch_size // accum) % batch_axes:
     _fail("optimizer.grad_accum_steps", f"{accum} does not split batch {d.batch_size} into "
