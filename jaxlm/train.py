@@ -168,9 +168,10 @@ def train_loop(run: Run, workdir: str, hooks: LoopHooks) -> dict:
   num_steps = config.num_train_steps
   end = min(num_steps, config.stop_after_steps or num_steps)  # Sweeps pause runs early.
   last_eval: dict = {}
-  interval_losses: list = []
+  interval = {"losses": [], "step": start, "t": time.time()}  # Since the last log row.
   pending = None  # (step, metrics on device) of the previous step.
-  t_interval, steps_in_interval = time.time(), 0
+  log_due = None  # A log step whose row waits for its metrics (fetched one step later).
+  sync_rows = config.nan_policy == "rollback"
   t_start = time.time()
   data_state = train_iter.get_state()
   fault_plan = faults.planned()
@@ -182,6 +183,32 @@ def train_loop(run: Run, workdir: str, hooks: LoopHooks) -> dict:
             if config.optimizer.dp.enabled else None)
   save = lambda step, state, data_state: _save_checkpoint(checkpointer, step, state, data_state,
                                                           hooks.meta(), fault_plan)
+
+  def log_row(done: int, current: dict) -> None:
+    """The row of the steps since the last one: timed to when step `done`'s metrics arrived."""
+    dt, n = max(time.time() - interval["t"], 1e-9), max(done - interval["step"], 1)
+    tps = tokens_per_step * n / dt
+    row = {"train_loss": _finite_mean(interval["losses"]), **nan_guard.counters(),
+           "train_accuracy": float(current["train_accuracy"]),
+           "grad_norm": float(current["grad_norm"]), "lr": float(current["lr"]),
+           "tokens_per_sec": tps, "mfu": tps * run.flops_per_token / peak, "steps_per_sec": n / dt}
+    if dp_acc is not None:  # DP-SGD: epsilon at optimizer.dp.delta after `done` steps.
+      row.update(dp_acc.metrics(done))
+    writer.write(done, row)
+    logging.info("step %d/%d  loss %.4f  lr %.2e  %s tok/s  MFU %.1f%%  ETA %s", done, num_steps,
+                 row["train_loss"], row["lr"], f"{tps:,.0f}", 100 * row["mfu"],
+                 _fmt_time((num_steps - done) * dt / n))
+    interval.update(losses=[], step=done, t=time.time())
+
+  def fetch(step_done: int, metrics_on_device, state):
+    """Step `step_done`'s metrics to the host: NaN policy, its loss, its row if one is due."""
+    current = jax.device_get(metrics_on_device)
+    state = nan_guard.check(step_done, current, state)
+    interval["losses"].append(float(current["train_loss"]))
+    if step_done == log_due or step_done == end:
+      log_row(step_done, current)
+    return state
+
   try:
     with jax.set_mesh(run.mesh), nn.logical_axis_rules(run.rules):
       for step in range(start, end):
@@ -189,39 +216,23 @@ def train_loop(run: Run, workdir: str, hooks: LoopHooks) -> dict:
         if step + 1 in fault_plan.get("nan_batch", ()):
           batch = faults.poison_batch(batch)
         state, metrics = train_step_fn(state, batch)
-        # Read step N-1 while step N runs. This bound on the steps in flight also matters
-        # for correctness: with several CPU devices (cpu_devices) on a busy host, dozens
-        # of queued steps can deadlock XLA:CPU's all-reduce rendezvous (seen on jax 0.10.2).
+        # Read step N-1 while step N runs (a log row too: the device never waits for it).
+        # This bound on the steps in flight also matters for correctness: with several CPU
+        # devices (cpu_devices) on a busy host, dozens of queued steps can deadlock XLA:CPU's
+        # all-reduce rendezvous (seen on jax 0.10.2).
         if pending is not None:
-          prev_step, prev = pending[0], jax.device_get(pending[1])
-          state = nan_guard.check(prev_step, prev, state)
-          interval_losses.append(float(prev["train_loss"]))
+          state = fetch(*pending, state)
         pending = (step + 1, metrics)
-        steps_in_interval += 1
         done = step + 1
         is_last = done == end
-        if done % config.log_every_steps == 0 or is_last or done % config.checkpoint_every_steps \
-            == 0 or done % config.eval_every_steps == 0:
-          current = jax.device_get(metrics)  # Sync: logs, evals and saves see this step.
-          state = nan_guard.check(done, current, state)
-          interval_losses.append(float(current["train_loss"]))
+        if done % config.log_every_steps == 0:
+          log_due = done
+        # Sync: evals and saves see this step; under nan_policy='rollback' log rows do too
+        # (a rollback then lands before the next step runs, as the rows expect).
+        if is_last or done % config.checkpoint_every_steps == 0 or \
+            done % config.eval_every_steps == 0 or (log_due == done and sync_rows):
+          state = fetch(done, metrics, state)
           pending = None
-        if done % config.log_every_steps == 0 or is_last:
-          dt = time.time() - t_interval
-          tps = tokens_per_step * steps_in_interval / max(dt, 1e-9)
-          row = {"train_loss": _finite_mean(interval_losses), **nan_guard.counters(),
-                 "train_accuracy": float(current["train_accuracy"]),
-                 "grad_norm": float(current["grad_norm"]), "lr": float(current["lr"]),
-                 "tokens_per_sec": tps, "mfu": tps * run.flops_per_token / peak,
-                 "steps_per_sec": steps_in_interval / max(dt, 1e-9)}
-          if dp_acc is not None:  # DP-SGD: epsilon at optimizer.dp.delta after `done` steps.
-            row.update(dp_acc.metrics(done))
-          writer.write(done, row)
-          eta = (num_steps - done) * dt / max(steps_in_interval, 1)
-          logging.info("step %d/%d  loss %.4f  lr %.2e  %s tok/s  MFU %.1f%%  ETA %s", done,
-                       num_steps, row["train_loss"], row["lr"], f"{tps:,.0f}", 100 * row["mfu"],
-                       _fmt_time(eta))
-          interval_losses, steps_in_interval, t_interval = [], 0, time.time()
         stop = False
         if done % config.eval_every_steps == 0 or is_last:
           ev = hooks.evaluate(done, state.params, eval_step_fn, eval_cache)
@@ -230,7 +241,7 @@ def train_loop(run: Run, workdir: str, hooks: LoopHooks) -> dict:
           writer.write(done, last_eval)
           logging.info("eval at step %d: %s", done, hooks.describe(ev))
           stop = hooks.after_eval(done, state, ev, data_state)
-          t_interval = time.time()  # Eval time is not training throughput.
+          interval.update(step=done, t=time.time())  # Eval time is not training throughput.
         saved = done % config.checkpoint_every_steps == 0 or is_last or stop
         if saved:
           save(done, state, data_state)
@@ -245,7 +256,7 @@ def train_loop(run: Run, workdir: str, hooks: LoopHooks) -> dict:
           break
         if not is_last and preempt.requested(done):
           if pending is not None:  # Never save a state whose step went non-finite.
-            state = nan_guard.check(done, jax.device_get(pending[1]), state)
+            state = fetch(*pending, state)
             pending = None
           if not saved:
             save(done, state, data_state)
@@ -253,7 +264,7 @@ def train_loop(run: Run, workdir: str, hooks: LoopHooks) -> dict:
           preempted = done
           break
       if pending is not None:
-        state = nan_guard.check(pending[0], jax.device_get(pending[1]), state)
+        state = fetch(*pending, state)
   finally:
     preempt.close()
     prefetch.close()
