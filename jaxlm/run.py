@@ -119,10 +119,10 @@ class Run:
   @property
   def flat_allreduce(self) -> bool:
     """One raveled all-reduce per step (`steps.flat_data_parallel`): CPU devices, a data-only
-    mesh of several devices, and a step with no randomness or carried state in it."""
+    mesh of several devices, and a step with no randomness in it."""
     c, m = self.config, self.mesh.shape
     return (bool(c.mesh.cpu_flat_allreduce) and self.on_cpu and m["data"] > 1
-            and m["fsdp"] == 1 and m["tensor"] == 1 and not self.carry_state
+            and m["fsdp"] == 1 and m["tensor"] == 1
             and c.model.dropout == 0 and c.model.attention_dropout == 0
             and self.objective.name in ("causal_lm", "seq2seq")
             and c.optimizer.grad_accum_steps == 1 and not c.optimizer.dp.enabled)
@@ -141,7 +141,8 @@ class Run:
         accum_steps=self.config.optimizer.grad_accum_steps,
         document_attention=self.document_attention, batch_sharding=self.batch_sharding,
         objective=self.objective,
-        flat_allreduce_mesh=self.mesh if self.flat_allreduce else None)
+        flat_allreduce_mesh=self.mesh if self.flat_allreduce else None,
+        carry_specs=jax.tree.map(lambda s: s.spec, self.state_shardings.carry))
     if self.config.optimizer.dp.enabled:  # DP-SGD: per-example clipped, noised grads (dp.py).
       step = dp.make_train_step(
           functools.partial(loss_and_metrics, objective=self.objective), model=self.model,

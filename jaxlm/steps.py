@@ -39,50 +39,59 @@ def loss_and_metrics(params, model, batch: dict, rng, document_attention: bool,
                         with_bytes)
 
 
-def flat_data_parallel(grad_fn, mesh, axis: str = "data"):
-  """`grad_fn(params, batch) -> (grads, sums)` with the batch's rows split over `mesh`'s
-  `axis` by `shard_map`: each device differentiates its own rows and one `psum` adds the
-  raveled (grads, sums). The same sums as XLA's partitioning of the whole step, whose CPU
-  runtime all-reduces each parameter array apart (a rendezvous per array: a quarter of a
-  small model's step on 2 CPU devices, jaxlm#16). For deterministic steps only: randomness
-  drawn inside would be drawn per shard. Params must be replicated (a data-only mesh)."""
+def flat_data_parallel(grad_fn, mesh, axis: str = "data", carry_specs=None):
+  """`grad_fn(params, batch, carry) -> (grads, sums)` with the batch's rows (and a carried
+  recurrent state's) split over `mesh`'s `axis` by `shard_map`: each device differentiates
+  its own rows and one `psum` adds the raveled (grads, sums); the new state (`sums['carry']`)
+  stays with its rows (`carry_specs`: the state's PartitionSpecs, its rows on `axis`).
+  The same sums as XLA's partitioning of the whole step, whose CPU runtime all-reduces each
+  parameter array apart (a rendezvous per array: a quarter of a small model's step on 2 CPU
+  devices, jaxlm#16). For deterministic steps only: randomness drawn inside would be drawn
+  per shard. Params must be replicated (a data-only mesh)."""
   spec = jax.sharding.PartitionSpec
 
-  def local(params, batch):
+  def local(params, batch, carry):
     with nn.logical_axis_rules(()):  # Inside shard_map every array is this device's own.
-      grads, sums = grad_fn(params, batch)
+      grads, sums = grad_fn(params, batch, carry)
+    new_carry = sums.pop("carry", None)  # Recurrent state: this device's rows, not summed.
     flat, unravel = ravel_pytree((grads, sums))
-    return unravel(jax.lax.psum(flat, axis))
+    return *unravel(jax.lax.psum(flat, axis)), new_carry
 
-  return jax.shard_map(local, mesh=mesh, in_specs=(spec(), spec(axis)), out_specs=spec(),
-                       check_vma=False)
+  def run(params, batch, carry=None):
+    grads, sums, new_carry = jax.shard_map(
+        local, mesh=mesh, in_specs=(spec(), spec(axis), carry_specs),
+        out_specs=(spec(), spec(), carry_specs), check_vma=False)(params, batch, carry)
+    return grads, sums if new_carry is None else {**sums, "carry": new_carry}
+
+  return run
 
 
 def train_step(state: TrainState, batch: dict, *, model, tx, schedule, seed: int,
                accum_steps: int, document_attention: bool, batch_sharding,
                objective: objectives.Objective = objectives.CAUSAL_LM,
-               flat_allreduce_mesh=None) -> tuple:
+               flat_allreduce_mesh=None, carry_specs=None) -> tuple:
   """One optimizer step; `accum_steps` microbatches are scanned inside the jit.
 
   With `flat_allreduce_mesh` (set by `Run` for deterministic data-parallel CPU steps; see
-  `flat_data_parallel`) the gradient is summed by one all-reduce.
+  `flat_data_parallel`) the gradient is summed by one all-reduce (`carry_specs`: how a
+  carried recurrent state is sharded).
   """
   rng = jax.random.fold_in(jax.random.key(seed), state.step)
-  grad_fn = jax.grad(functools.partial(loss_and_metrics, objective=objective, carry=state.carry),
-                     has_aux=True)
+  grad_fn = jax.grad(functools.partial(loss_and_metrics, objective=objective), has_aux=True)
 
-  if flat_allreduce_mesh is not None and accum_steps == 1 and state.carry is None:
+  if flat_allreduce_mesh is not None and accum_steps == 1:
     grads, sums = flat_data_parallel(
-        lambda p, b: grad_fn(p, model, b, rng, document_attention, False),
-        flat_allreduce_mesh)(state.params, batch)
+        lambda p, b, c: grad_fn(p, model, b, rng, document_attention, False, carry=c),
+        flat_allreduce_mesh, carry_specs=carry_specs)(state.params, batch, state.carry)
   elif accum_steps == 1:
-    grads, sums = grad_fn(state.params, model, batch, rng, document_attention, False)
+    grads, sums = grad_fn(state.params, model, batch, rng, document_attention, False,
+                          carry=state.carry)
   else:
     def micro(carry, xs):
       mb, i = xs
       mb = jax.tree.map(lambda x: jax.lax.with_sharding_constraint(x, batch_sharding), mb)
       g, s = grad_fn(state.params, model, mb, jax.random.fold_in(rng, i), document_attention,
-                     False)
+                     False, carry=state.carry)
       return jax.tree.map(jnp.add, carry, (g, s)), None
 
     # Row j of microbatch i is row j*accum+i: every device contributes to every microbatch.
@@ -91,7 +100,7 @@ def train_step(state: TrainState, batch: dict, *, model, tx, schedule, seed: int
         batch)
     zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(
         lambda: grad_fn(state.params, model, jax.tree.map(lambda x: x[0], split), rng,
-                        document_attention, False)))
+                        document_attention, False, carry=state.carry)))
     (grads, sums), _ = jax.lax.scan(micro, zeros, (split, jnp.arange(accum_steps)))
 
   carry = sums.pop("carry", None)

@@ -110,13 +110,15 @@ def test_bad_mesh_and_batch_fail_before_training(text_file, data_dir):
     train.Run(tiny_config(text_file, data_dir, **{"data.batch_size": 12}), None)
 
 
-def test_flat_allreduce_equals_xlas_per_parameter_allreduce(text_file, data_dir):
+@pytest.mark.parametrize("model", [{}, {"model.family": "lstm", "model.carry_state": True}])
+def test_flat_allreduce_equals_xlas_per_parameter_allreduce(text_file, data_dir, model):
   """Data parallel on 8 CPU devices: `mesh.cpu_flat_allreduce` (one psum of the raveled
   gradient in a shard_map) gives the updates of XLA's partitioned step, with one all-reduce
-  of one array instead of one operand per parameter."""
-  flat = sgd_run(tiny_config(text_file, data_dir, **{"mesh.shape": (8, 1, 1)}))
-  xla = sgd_run(tiny_config(text_file, data_dir, **{"mesh.shape": (8, 1, 1),
-                                                   "mesh.cpu_flat_allreduce": False}))
+  of one array instead of one operand per parameter; an LSTM's carried state stays with its
+  rows (each device continues its own lanes)."""
+  config = lambda **kw: tiny_config(text_file, data_dir, **{"mesh.shape": (8, 1, 1)}, **model,
+                                    **kw)
+  flat, xla = sgd_run(config()), sgd_run(config(**{"mesh.cpu_flat_allreduce": False}))
   assert flat.flat_allreduce and not xla.flat_allreduce
   init = jax.device_get(flat.init_state())
   batches = [_batch(seed=i) for i in range(3)]
@@ -124,9 +126,12 @@ def test_flat_allreduce_equals_xlas_per_parameter_allreduce(text_file, data_dir)
   s_xla, l_xla, g_xla = steps(xla, jax.device_put(init, xla.state_shardings), batches)
   np.testing.assert_allclose(l_flat, l_xla, rtol=1e-6)
   np.testing.assert_allclose(g_flat, g_xla, rtol=1e-5)
-  broken = sgd_run(tiny_config(text_file, data_dir, **{"mesh.shape": (8, 1, 1)}), grad_scale=0.5)
+  broken = sgd_run(config(), grad_scale=0.5)
   s_broken, _, _ = steps(broken, jax.device_put(init, broken.state_shardings), batches)
   check_same_updates(s_xla.params, init.params, s_flat.params, s_broken.params)
+  if model:  # The carried (c, h) after 3 windows: equal, and not the initial zeros.
+    assert params_close(s_xla.carry, s_flat.carry, rtol=1e-5, atol=1e-6)
+    assert not params_close(s_xla.carry, init.carry)
 
   def all_reduces(run):
     state, batch = run.abstract_state, run.to_global(_batch())
