@@ -58,6 +58,16 @@ def test_dot_product_attention_equals_einsum_path(kw):
       params, x, pos, seg, mutable=["intermediates"])
   valid = (seg != 0)[..., None]  # Padding rows are don't-care.
   np.testing.assert_allclose(y_fused * valid, y_einsum * valid, atol=2e-5)
+  # implementation='einsum' (the CPU default): the same outputs and parameter gradients.
+  einsum = Attention(num_heads=4, head_dim=8, implementation="einsum", **kw)
+  loss = lambda m, p, w: jnp.sum(m.apply(p, x, pos, seg) * valid * w)
+  w = jax.random.normal(jax.random.key(2), y_fused.shape)
+  g_fused, g_einsum, g_other = (jax.grad(lambda p, m=m, w=w: loss(m, p, w))(params)
+                                for m, w in ((fused, w), (einsum, w), (einsum, -w)))
+  close = lambda a, b: all(np.allclose(u, v, atol=2e-5) for u, v in zip(
+      jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+  assert close(g_fused, g_einsum)
+  assert not close(g_fused, g_other)  # Negative control: another loss's gradients.
 
 
 @pytest.mark.parametrize("scan", [False, True])

@@ -39,8 +39,7 @@ else
 fi
 mkdir -p "$OUT"
 for impl in $IMPLS; do
-  attn=()
-  [[ "$impl" != "xla" ]] && attn=(--config.model.attention_impl="$impl")
+  attn=(--config.model.attention_impl="$impl")
   echo "== GPT-2 small, attention=$impl, batch $BATCH x 1024, $STEPS steps"
   timeout "$PER_RUN_S" "$PY" -m jaxlm.lab.bench --config="$CONFIG" \
     --config.data.batch_size="$BATCH" --config.data.tokenizer=byte "${attn[@]}" "${EXTRA[@]}" \

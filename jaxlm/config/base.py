@@ -136,7 +136,9 @@ def base_config() -> ml_collections.ConfigDict:
   m.param_dtype = "float32"  # Master weights.
   m.scan_layers = False  # nn.scan over layers: compile time independent of depth.
   m.remat = "none"  # none | full | dots_saveable.
-  m.attention_impl = ""  # jax.nn.dot_product_attention implementation; '' = default.
+  # Attention kernel: einsum (softmax of explicit scores) | xla | cudnn (jax.nn.
+  # dot_product_attention's); '' = einsum on CPU (3-5% faster steps there), xla elsewhere.
+  m.attention_impl = ""
   m.fused_qkv = False  # One [D, 3, H, E] q/k/v projection (MHA only); fewer, larger matmuls.
   m.norm_eps = 1e-6  # Norm epsilon; 1e-5 for Hugging Face GPT-2 weights (see jaxlm.hf).
   m.type_vocab_size = 0  # bert: segment/type embeddings (alternate packed documents); 0 = off.

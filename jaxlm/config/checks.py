@@ -108,6 +108,7 @@ def validate_fields(c: ml_collections.ConfigDict) -> None:
       "model.family": (m.family, FAMILIES),
       "model.position": (m.position, ("none", "learned", "sinusoidal", "rope", "alibi")),
       "model.attention": (m.attention, ("dot", "bilinear")),
+      "model.attention_impl": (m.attention_impl, ("", "einsum", "xla", "cudnn")),
       "model.norm": (m.norm, ("layernorm", "rmsnorm")),
       "model.norm_position": (m.norm_position, ("pre", "post")),
       "model.mlp": (m.mlp, ("gelu", "relu", "relu2", "swiglu")),

@@ -4,9 +4,10 @@ One module covers the variants researchers ablate: `num_kv_heads` (H = MHA,
 1 = MQA, in between = GQA), causal or bidirectional, a sliding window,
 RoPE or ALiBi positions, document (segment) masking, and the score function:
 scaled dot product or the bilinear `h_t^T W_a h_s` (Luong et al.), here per
-head on the projected query. The fast path is `jax.nn.dot_product_attention`
-(cuDNN flash attention on GPU); a plain einsum path serves attention dropout and
-returns the weights for inspection (`sow`n as `intermediates/attention_weights`).
+head on the projected query. On accelerators the path is `jax.nn.dot_product_attention`
+(cuDNN flash attention on GPU); a plain einsum path (the CPU default, where XLA runs it
+faster) serves attention dropout and returns the weights for inspection (`sow`n as
+`intermediates/attention_weights`).
 
 Example:
   >>> attn = Attention(num_heads=4, num_kv_heads=2, head_dim=16, position="rope")
@@ -41,7 +42,9 @@ class Attention(nn.Module):
   use_bias: bool = True
   dtype: jnp.dtype = jnp.float32
   param_dtype: jnp.dtype = jnp.float32
-  implementation: str | None = None  # jax.nn.dot_product_attention's; None = default.
+  # 'einsum': explicit scores and softmax; else jax.nn.dot_product_attention's ('xla',
+  # 'cudnn'). None: einsum on CPU (XLA:CPU runs it 3-5% faster, jaxlm#16), 'xla' elsewhere.
+  implementation: str | None = None
   decode: bool = False  # Use and update the KV cache ('cache' collection).
   cache_len: int = 0  # Cache size in tokens when decoding.
   sow_weights: bool = False  # Store attention weights in 'intermediates'.
@@ -107,13 +110,14 @@ class Attention(nn.Module):
     mask = mask[:, None]
     bias = alibi_bias(h, positions_BL, k_pos_BS) if self.position == "alibi" else None
 
-    manual = self.sow_weights or (self.dropout > 0 and not deterministic)
+    impl = self.implementation or ("einsum" if jax.default_backend() == "cpu" else None)
+    manual = self.sow_weights or (self.dropout > 0 and not deterministic) or impl == "einsum"
     if manual:
       out_BLHE = self._attend_manual(q_BLHE, k_BSKE, v_BSKE, mask, bias, deterministic)
     else:
       out_BLHE = jax.nn.dot_product_attention(
           q_BLHE, k_BSKE, v_BSKE, bias=None if bias is None else bias.astype(q_BLHE.dtype),
-          mask=mask, scale=1.0 / math.sqrt(e), implementation=self.implementation)
+          mask=mask, scale=1.0 / math.sqrt(e), implementation=impl)
     out_BLHE = nn.with_logical_constraint(out_BLHE, ("act_batch", "act_seq", "act_heads", None))
     return nn.Einsum((h, e, d), "blhe,hed->bld", name="out", bias_init=bias_init(("embed",)),
                      kernel_init=dense_init(("heads", "head_dim", "embed"), self.out_scale,
