@@ -73,11 +73,12 @@ def newton_schulz(x: jax.Array, coeffs: jax.Array, steps: int, eps: float) -> ja
   """Orthogonalizes each [m, n] matrix (m <= n) of `x` [N, m, n] (optax's quintic iteration)."""
   x = x / (jnp.sqrt(jnp.sum(x * x, axis=(1, 2), keepdims=True)) + eps)
   c = coeffs.astype(x.dtype)
-  for _ in range(steps):
+  def step(_, x):
     a = jnp.einsum("bij,bkj->bik", x, x)
     b = c[1] * a + c[2] * jnp.einsum("bij,bjk->bik", a, a)
-    x = c[0] * x + jnp.einsum("bij,bjk->bik", b, x)
-  return x
+    return c[0] * x + jnp.einsum("bij,bjk->bik", b, x)
+
+  return jax.lax.fori_loop(0, steps, step, x)
 
 
 def orthogonalize(tree, dims_tree, coeffs: jax.Array, steps: int, eps: float,
