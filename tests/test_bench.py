@@ -40,6 +40,18 @@ def test_throughput_numbers_are_consistent(tmp_path, text_file, data_dir):
   assert sum(o["share"] for o in ops) <= 1.0 + 1e-6
 
 
+def test_op_profile_by_instruction_names_shapes_and_source_ops(tmp_path, text_file, data_dir):
+  r = benchmark.throughput(tiny_config(text_file, data_dir), str(tmp_path), steps=2, warmup=1,
+                           peak=1e9, devices=jax.devices()[:2], profile_steps=2,
+                           profile_by="instruction")
+  ops = r["op_profile"]["ops"]
+  assert r["op_profile"]["by"] == "instruction" and ops
+  named = [o for o in ops if o.get("shape", "").startswith(("f32[", "s32[", "("))]
+  assert named, ops  # Instructions of the compiled step, with their shapes...
+  assert any("dot_general" in o["source"] for o in named), ops  # ...and source ops.
+  assert len({o["op"] for o in ops}) == len(ops)  # One row per instruction, not per kind.
+
+
 def test_measured_peak_is_positive():
   assert benchmark.measure_peak_flops(n=128, reps=2) > 1e6
 

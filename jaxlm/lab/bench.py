@@ -51,6 +51,8 @@ flags.DEFINE_integer("quick_stride", 4, "time_to_loss: estimate on every Nth val
 flags.DEFINE_float("quick_margin", 0.015, "time_to_loss: whole split once the estimate is "
                    "within this of the target.")
 flags.DEFINE_integer("profile_steps", 0, "Also trace this many steps: time per XLA op kind.")
+flags.DEFINE_enum("profile_by", "kind", ["kind", "instruction"], "--profile_steps: sum by op "
+                  "kind, or list the top instructions with their shapes and source ops.")
 flags.DEFINE_string("out", "", "Write the results as JSON here.")
 flags.DEFINE_string("workdir", "", "Tokenizer cache etc.; '' = a temporary directory.")
 flags.DEFINE_bool("aot", False, "Ahead-of-time compile for --mesh; no data, no execution.")
@@ -106,7 +108,8 @@ def main(argv) -> None:
     if FLAGS.mode == "throughput":
       peak = FLAGS.peak_flops or benchmark.measure_peak_flops()
       result = benchmark.throughput(config, workdir, FLAGS.steps, FLAGS.warmup, peak,
-                                      profile_steps=FLAGS.profile_steps)
+                                      profile_steps=FLAGS.profile_steps,
+                                      profile_by=FLAGS.profile_by)
       result["peak_flops_source"] = "flag" if FLAGS.peak_flops else "measured fp32 matmul"
     else:
       result = benchmark.time_to_loss(config, workdir, FLAGS.target_loss, FLAGS.max_seconds,

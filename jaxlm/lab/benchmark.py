@@ -73,8 +73,9 @@ def _device_batches(run, n: int) -> list:
   return [run.to_global(next(it)) for _ in range(n)]
 
 
-def op_profile(fn, args_fn, steps: int, top: int = 15) -> dict:
-  """Per-op time of `steps` calls from a jax.profiler trace, summed by XLA op kind.
+def op_profile(fn, args_fn, steps: int, top: int = 15, hlo_text: str | None = None) -> dict:
+  """Per-op time of `steps` calls from a jax.profiler trace, summed by XLA op kind, or with
+  `hlo_text` (the compiled program) by instruction, each with its shape and source op.
 
   Thread time on the CPU backend's worker threads (two threads overlap, so the total
   can exceed the wall time); e.g. `ynn_fusion` / `dot` are matmuls, the rest
@@ -103,17 +104,32 @@ def op_profile(fn, args_fn, steps: int, top: int = 15) -> dict:
       for ev in line.events:  # XLA ops only: no Python frames, executor or pool bookkeeping.
         if ev.name.startswith(("$", "ThunkExecutor", "end: ", "SlinkyThreadPool", "Pjit")):
           continue
-        kind = re.sub(r"\.\d+$", "", ev.name)
+        kind = ev.name if hlo_text else re.sub(r"\.\d+$", "", ev.name)
         total[kind] += ev.duration_ns
         count[kind] += 1
   all_ms = sum(total.values()) / 1e6 / steps
-  return {"op_time_per_step_ms": all_ms, "ops": [
+  about = _instructions(hlo_text) if hlo_text else {}
+  return {"op_time_per_step_ms": all_ms, "by": "instruction" if hlo_text else "kind", "ops": [
       {"op": k, "ms_per_step": v / 1e6 / steps, "share": v / 1e6 / steps / max(all_ms, 1e-9),
-       "calls_per_step": count[k] / steps} for k, v in total.most_common(top)]}
+       "calls_per_step": count[k] / steps, **about.get(k, {})}
+      for k, v in total.most_common(top)]}
+
+
+def _instructions(hlo_text: str) -> dict:
+  """{instruction name: {shape, source}} from a compiled HLO module's text."""
+  import re
+
+  out = {}
+  for line in hlo_text.splitlines():
+    m = re.match(r"\s*(?:ROOT )?%?([\w.\-]+) = (\S+) ", line)
+    if m:
+      src = re.search(r'op_name="([^"]*)"', line)
+      out[m.group(1)] = {"shape": m.group(2), "source": src.group(1) if src else ""}
+  return out
 
 
 def throughput(config, workdir: str, steps: int, warmup: int, peak: float,
-               devices=None, profile_steps: int = 0) -> dict:
+               devices=None, profile_steps: int = 0, profile_by: str = "kind") -> dict:
   import flax.linen as nn
   import jax
   import numpy as np
@@ -159,7 +175,8 @@ def throughput(config, workdir: str, steps: int, warmup: int, peak: float,
       def run_step(st, b):
         holder["state"], met = compiled(st, b)
         return met
-      prof = op_profile(run_step, next_args, profile_steps)
+      prof = op_profile(run_step, next_args, profile_steps, top=15 if profile_by == "kind" else 40,
+                        hlo_text=compiled.as_text() if profile_by == "instruction" else None)
   step_s = float(np.median(times))
   n_dev = run.mesh.size
   peak_total = run.total_peak_flops(peak)  # On CPU, `peak` is the host's (measured there).
@@ -261,8 +278,9 @@ def print_table(result: dict) -> None:
   if prof:
     print(f"op time per step (all threads): {prof['op_time_per_step_ms']:.1f} ms")
     for o in prof["ops"]:
+      where = f"  {o['shape']}  {o['source'][-80:]}" if "shape" in o else ""
       print(f"  {o['ms_per_step']:8.2f} ms  {100 * o['share']:5.1f}%  x{o['calls_per_step']:<6.1f}"
-            f" {o['op']}")
+            f" {o['op']}{where}")
 
 
 def environment() -> dict:
