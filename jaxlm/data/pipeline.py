@@ -172,6 +172,7 @@ def train_dataset(d, tokenizer: Tokenizer, seed: int, process_index: int = 0,
   `data.packing='pad'` gives one document per row instead (see `_PadRow`);
   `with_labels` then adds each row's `label` id, [B_local].
   """
+  source = sources.opened(d, source)  # Opened once for the documents and their size.
   ds = documents(d, d.train_split, process_index, process_count, source)
   local_bs = local_batch_size(d.batch_size, process_count)
   packed_cached = _packing(d) == "pack" and _cache_tokens(d, source, d.train_split)
