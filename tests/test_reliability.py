@@ -232,6 +232,25 @@ def test_nan_policies(tmp_path, text_file, data_dir, monkeypatch, caplog, policy
     assert last["rollbacks"] == 1
 
 
+def test_log_rows_fetched_a_step_later_equal_synced_rows(tmp_path, text_file, data_dir):
+  """A log step's metrics are read one step later (the device does not wait for a row); under
+  nan_policy='rollback' each log step syncs instead. Same rows either way, at the same steps;
+  a run on other data is not (negative control)."""
+  def rows(wd, **kw):
+    _train(_config(text_file, data_dir, log_every_steps=3, num_train_steps=8, **kw), wd)
+    keep = ("train_loss", "train_accuracy", "grad_norm", "lr")
+    return {r["step"]: [r[k] for k in keep] for r in map(json.loads, open(wd / "metrics.jsonl"))
+            if "train_loss" in r}
+
+  deferred, synced = rows(tmp_path / "a"), rows(tmp_path / "b", nan_policy="rollback")
+  assert sorted(deferred) == [3, 6, 8]  # Every 3rd step and the last (a synced step).
+  assert deferred.keys() == synced.keys()
+  for step in deferred:
+    np.testing.assert_allclose(deferred[step], synced[step], rtol=1e-6)
+  other = rows(tmp_path / "c", seed=5)
+  assert not np.allclose(deferred[3], other[3], rtol=1e-6)
+
+
 def test_nan_policy_is_validated():
   c = config_lib.base_config()
   c.nan_policy = "ignore"
