@@ -33,6 +33,10 @@ def _is_dims(x) -> bool:
   return isinstance(x, Dims)
 
 
+def _is_dims_or_none(x) -> bool:  # The leaves of a `dimensions(params)` tree.
+  return x is None or _is_dims(x)
+
+
 def _axes(x: jax.Array, dims: Dims) -> tuple[tuple[int, ...], tuple[int, ...]]:
   """(reduction axes, output axes) of `x`, non-negative."""
   as_tuple = lambda a: (a,) if isinstance(a, int) else tuple(a)
@@ -40,8 +44,8 @@ def _axes(x: jax.Array, dims: Dims) -> tuple[tuple[int, ...], tuple[int, ...]]:
           tuple(a % x.ndim for a in as_tuple(dims.output_axis)))
 
 
-def _to_matrices(x: jax.Array, dims: Dims) -> tuple[jax.Array, Callable, bool]:
-  """`x` as [batch, m, n] matrices with m <= n, the inverse map, and whether m, n swapped."""
+def _to_matrices(x: jax.Array, dims: Dims) -> tuple[jax.Array, Callable]:
+  """`x` as [batch, m, n] matrices with m <= n (swapped if need be), and the inverse map."""
   red, out = _axes(x, dims)
   batch = tuple(a for a in range(x.ndim) if a not in red + out)
   order = batch + red + out
@@ -55,18 +59,18 @@ def _to_matrices(x: jax.Array, dims: Dims) -> tuple[jax.Array, Callable, bool]:
     m = jnp.swapaxes(m, 1, 2) if swap else m
     return m.reshape(shape(batch) + shape(red) + shape(out)).transpose(inverse_order)
 
-  return (jnp.swapaxes(mats, 1, 2) if swap else mats), back, swap
+  return (jnp.swapaxes(mats, 1, 2) if swap else mats), back
 
 
-def _split_over_data(x: jax.Array) -> bool:
-  """Whether the current mesh has an automatic `data` axis of size > 1 that divides the stack
-  (jaxlm's meshes; under explicit axes the update keeps the arrays' own shardings)."""
+def _data_mesh(x: jax.Array):
+  """The current mesh if it has an automatic `data` axis of size > 1 dividing the stack `x`
+  (jaxlm's meshes; under explicit axes the update keeps the arrays' own shardings), else None."""
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or "data" not in mesh.axis_names or \
       mesh.axis_types[mesh.axis_names.index("data")] != jax.sharding.AxisType.Auto:
-    return False
+    return None
   n = mesh.shape["data"]
-  return n > 1 and x.shape[0] % n == 0
+  return mesh if n > 1 and x.shape[0] % n == 0 else None
 
 
 def newton_schulz(x: jax.Array, coeffs: jax.Array, steps: int, eps: float) -> jax.Array:
@@ -90,16 +94,17 @@ def orthogonalize(tree, dims_tree, coeffs: jax.Array, steps: int, eps: float,
   groups: dict = collections.defaultdict(list)  # (m, n) -> [(leaf index, mats, back)]
   for i, (x, d) in enumerate(zip(leaves, dims, strict=True)):
     if _is_dims(d):
-      mats, back, _ = _to_matrices(x, d)
+      mats, back = _to_matrices(x, d)
       groups[mats.shape[1:]].append((i, mats, back))
   out = list(leaves)
   for members in groups.values():
     stack = jnp.concatenate([m for _, m, _ in members], axis=0)
-    if split and _split_over_data(stack):  # Each device its share, then one all-gather.
+    mesh = _data_mesh(stack) if split else None
+    if mesh is not None:  # Each device its share, then one all-gather.
       spec = jax.sharding.PartitionSpec
-      local = jax.shard_map(lambda x, c: newton_schulz(x, c, steps, eps),
-                            mesh=jax.sharding.get_abstract_mesh(), in_specs=(spec("data"), spec()),
-                            out_specs=spec("data"), axis_names={"data"}, check_vma=False)
+      local = jax.shard_map(lambda x, c: newton_schulz(x, c, steps, eps), mesh=mesh,
+                            in_specs=(spec("data"), spec()), out_specs=spec("data"),
+                            axis_names={"data"}, check_vma=False)
       stack = jax.lax.with_sharding_constraint(local(stack, coeffs), spec())
     else:
       stack = newton_schulz(stack, coeffs, steps, eps)
@@ -152,11 +157,11 @@ def muon(learning_rate, adam_learning_rate, dimensions: Callable, beta: float = 
   `dimensions(params)` naming Muon's matrices (None: AdamW) and batched Newton-Schulz."""
   def labels(params):
     return jax.tree.map(lambda d, x: jax.tree.map(lambda _: "adam" if d is None else "muon", x),
-                        dimensions(params), params, is_leaf=lambda d: d is None or _is_dims(d))
+                        dimensions(params), params, is_leaf=_is_dims_or_none)
 
   def masked_dims(params):  # Muon's sub-tree under optax.partition: MaskedNode for AdamW's.
     return jax.tree.map(lambda d: d if _is_dims(d) else optax.MaskedNode(), dimensions(params),
-                        is_leaf=lambda d: d is None or _is_dims(d))
+                        is_leaf=_is_dims_or_none)
 
   return optax.partition(
       {"muon": optax.chain(scale_by_muon(masked_dims, beta, ns_steps, eps, split),

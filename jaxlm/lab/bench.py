@@ -5,7 +5,7 @@
       --target_loss=1.88
   python -m jaxlm.lab.bench --config=configs/gpt2_small.py --aot --mesh=256,1,1
   python -m jaxlm.lab.bench --vs=nanogpt --rounds=3 --out=experiments/bench/results/vs_nanogpt.json
-  python -m jaxlm.lab.bench --vs=time_to_loss --rounds=2 \
+  python -m jaxlm.lab.bench --vs=time_to_loss --rounds=3 \
       --out=experiments/bench/results/vs_time_to_loss.json
 
 `throughput` compiles the real train step (timed), runs warm-up steps, then
@@ -78,8 +78,9 @@ flags.register_validator("config", lambda c: c is not None or FLAGS["vs"].value 
 
 def main_vs() -> None:
   """--vs: the side-by-side comparison; a missing peer is an error naming setup.sh."""
+  kind = vs_ttl if FLAGS.vs == "time_to_loss" else vs
   try:
-    if FLAGS.vs == "time_to_loss":
+    if kind is vs_ttl:
       result = vs_ttl.run_vs_ttl(FLAGS.rounds, FLAGS.peers, FLAGS.data_root, FLAGS.target_loss,
                                  jaxlm_args=shlex.split(FLAGS.jaxlm_args))
     else:
@@ -89,7 +90,7 @@ def main_vs() -> None:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(1)
   result["command"] = "python -m jaxlm.lab.bench " + " ".join(sys.argv[1:])
-  (vs_ttl if FLAGS.vs == "time_to_loss" else vs).print_summary(result)
+  kind.print_summary(result)
   _write_out(result)
 
 

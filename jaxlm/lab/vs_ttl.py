@@ -1,6 +1,6 @@
 """Side by side: wall time to a validation loss, nanoGPT's recipe against jaxlm's (issue #16).
 
-  python -m jaxlm.lab.bench --vs=time_to_loss --rounds=2 \
+  python -m jaxlm.lab.bench --vs=time_to_loss --rounds=3 \
       --out=experiments/bench/results/vs_time_to_loss.json
 
 Each round runs nanoGPT's own CPU recipe for tiny-shakespeare characters (as
